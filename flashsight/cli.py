@@ -30,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(commands)
+    # ---- security commands (keys, users) ----
+
+    # ---- operations commands (logs) ----
+
+    # ---- benchmark command ----
+
     _add_make_test_model(commands)
     return parser
 
@@ -49,6 +55,7 @@ def _add_serve(commands: Any) -> None:
     serve_parser.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
     serve_parser.add_argument("--served-model-name", help="the model id clients send (default: the model's name)")
     serve_parser.add_argument("--max-model-len", type=int, help="longest prompt + output, in tokens")
+    serve_parser.add_argument("--data-dir", help="where keys, users, conversations and logs are kept (default: ~/.local/share/flashsight)")
     _add_engine_capacity(serve_parser)
     serve_parser.add_argument(
         "--allow-image-host",
@@ -99,7 +106,7 @@ def serve(args: argparse.Namespace) -> int:
 def server_settings(args: argparse.Namespace) -> ServerSettings:
     from flashsight.server.settings import ServerSettings
 
-    given = {"host": args.host, "port": args.port, "allowed_image_hosts": args.allow_image_host}
+    given = {"host": args.host, "port": args.port, "allowed_image_hosts": args.allow_image_host, "data_dir": args.data_dir}
     return ServerSettings(**{name: value for name, value in given.items() if value is not None})
 
 

@@ -37,10 +37,18 @@ def create_app(settings: ServerSettings, engine: EngineClient) -> FastAPI:
     app.state.engine = engine
     app.state.converter = RequestConverter(settings, engine, load)
     app.state.started_at = int(time.time())
+    app.state.settings = settings
+    # Starlette runs the middleware added last first: the body limit stays outermost.
+    # ---- security middleware ----
+
+    # ---- operations middleware ----
+
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)
+    # ---- the web page ----
+
     return app
 
 

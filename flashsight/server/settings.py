@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
+
+
+def default_data_dir() -> Path:
+    """Where the server keeps its SQLite store (keys, users, conversations) and logs."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "flashsight"
 
 # "host", "host:port", "[v6addr]" or "[v6addr]:port": no scheme, path or spaces.
 _HOST_ENTRY = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$")
@@ -22,6 +30,9 @@ class ServerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "info"
+
+    # One directory for everything the server stores; the SQLite file lives inside it.
+    data_dir: Path = Field(default_factory=default_data_dir)
 
     # Requests. JSON bodies carry base64 images, hence the generous body limit.
     max_body_bytes: int = Field(default=64 * MIB, gt=0)
@@ -56,3 +67,13 @@ class ServerSettings(BaseSettings):
             if not _HOST_ENTRY.match(entry):
                 raise ValueError(f"{entry!r} is not a host or host:port (no scheme, no path)")
         return tuple(entry.lower() for entry in hosts)
+
+    # ---- security (keys, logins, limits) ----
+
+    # ---- the web page and its history ----
+
+    # ---- operations (audit log, metrics, supervisor) ----
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "flashsight.db"
