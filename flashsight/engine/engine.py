@@ -20,10 +20,12 @@ import anyio
 
 from flashsight.engine.block_manager import BlockManager
 from flashsight.engine.config import EngineConfig
+from flashsight.engine.decode_runner import DecodeRunner
 from flashsight.engine.detokenizer import OutputText
 from flashsight.engine.errors import EngineOverloadedError, InvalidRequestError
 from flashsight.engine.guided import GrammarCompiler
 from flashsight.engine.image_cache import ImageCache
+from flashsight.engine.kernels.ops import pick_ops
 from flashsight.engine.kv_budget import kv_cache_blocks
 from flashsight.engine.loader import load_checkpoint
 from flashsight.engine.model_runner import ModelRunner
@@ -69,7 +71,8 @@ class Engine:
         cache = self._allocate_kv_cache()
         self.blocks = BlockManager(cache.num_blocks, config.block_size, config.enable_prefix_caching)
         self.images = ImageCache(config.image_cache_mb * 2**20)
-        self.runner = ModelRunner(ckpt, cache, self.images)
+        ckpt.model.model.language_model.use_ops(pick_ops(config.kernels, ckpt.device))
+        self.runner = ModelRunner(ckpt, cache, self.images, self._decode_runner(cache))
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
         self.stats = EngineStats()
         self.grammars = GrammarCompiler(self.tokenizer, hf.text_config.vocab_size, ckpt.eos_ids)
@@ -84,6 +87,11 @@ class Engine:
         shape = (text.num_hidden_layers, config.block_size, text.num_key_value_heads, head_dim)
         num_blocks = kv_cache_blocks(config, self.ckpt.device, PagedKVCache.bytes_per_block(*shape, self.ckpt.dtype))
         return PagedKVCache(*shape[:1], num_blocks, *shape[1:], self.ckpt.dtype, self.ckpt.device)
+
+    def _decode_runner(self, cache: PagedKVCache) -> DecodeRunner:
+        use_graphs = self.config.cuda_graphs and self.ckpt.device.type == "cuda"
+        max_pages = -(-self.max_model_len // self.config.block_size)
+        return DecodeRunner(self.ckpt.model, cache, self.config.max_num_seqs, max_pages, use_graphs)
 
     def sampling_defaults(self) -> dict[str, Any]:
         return dict(self.ckpt.sampling_defaults)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from flashsight.engine.decode_runner import DecodeRunner
 from flashsight.engine.image_cache import ImageCache
 from flashsight.engine.loader import LoadedCheckpoint
 from flashsight.engine.paged_attention import BatchAttention, PagedKVCache, SeqSlice
@@ -14,16 +15,19 @@ Chunk = tuple[Sequence, int]  # a sequence and how many of its uncomputed tokens
 
 
 class ModelRunner:
-    def __init__(self, ckpt: LoadedCheckpoint, cache: PagedKVCache, images: ImageCache):
+    def __init__(self, ckpt: LoadedCheckpoint, cache: PagedKVCache, images: ImageCache, decoder: DecodeRunner | None):
         self.ckpt = ckpt
         self.model = ckpt.model
         self.device = ckpt.device
         self.cache = cache
         self.images = images
+        self.decoder = decoder  # the fast path for steps that are all decodes
 
     @torch.inference_mode()
     def execute(self, batch: list[Chunk]) -> dict[int, torch.Tensor]:
         """Run the batch; return {index in batch: logits [vocab]} for chunks that end a sequence."""
+        if self.decoder is not None and self.decoder.accepts(batch):
+            return dict(enumerate(self.decoder.execute(batch)))
         ids, positions, slices, new_slots = [], [], [], []
         offset = 0
         for seq, count in batch:

@@ -14,11 +14,14 @@ import torch.nn.functional as F
 
 class PagedKVCache:
     def __init__(self, layers: int, num_blocks: int, block_size: int, kv_heads: int, head_dim: int, dtype, device):
-        shape = (layers, num_blocks * block_size, kv_heads, head_dim)
+        # One block more than the block manager hands out: padding rows of a fixed-size decode
+        # batch (CUDA graphs) write their keys and values there.
+        shape = (layers, (num_blocks + 1) * block_size, kv_heads, head_dim)
         self.keys = torch.empty(shape, dtype=dtype, device=device)
         self.values = torch.empty(shape, dtype=dtype, device=device)
         self.block_size = block_size
         self.num_blocks = num_blocks
+        self.scratch_slot = num_blocks * block_size
 
     @staticmethod
     def bytes_per_block(layers: int, block_size: int, kv_heads: int, head_dim: int, dtype) -> int:

@@ -65,6 +65,13 @@ class Sequence:
             parts.append(torch.arange(first, end - self.prompt_len + self.prompt.next_position).expand(3, -1))
         return torch.cat(parts, dim=1)
 
+    def position_of(self, index: int) -> tuple[int, int, int]:
+        """The M-RoPE position (temporal, height, width) of token `index`."""
+        if index < self.prompt_len:
+            return tuple(self.prompt.positions[:, index].tolist())
+        value = index - self.prompt_len + self.prompt.next_position
+        return value, value, value
+
     def block_keys(self, block_size: int) -> list[str]:
         """Prefix-cache keys of the full blocks of the tokens so far (extended as tokens grow)."""
         full = len(self.token_ids) // block_size

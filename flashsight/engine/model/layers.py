@@ -47,23 +47,5 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-second, first), dim=-1)
 
 
-def rotate_interleaved(x: torch.Tensor) -> torch.Tensor:
-    """The text decoder's rotation: neighbouring pairs (GPT-J layout)."""
-    even, odd = x[..., 0::2], x[..., 1::2]
-    return torch.stack((-odd, even), dim=-1).flatten(-2)
-
-
-def apply_partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the first `cos.shape[-1]` channels of each head; pass the rest through.
-
-    x: [tokens, heads, head_dim]; cos, sin: [tokens, rotary_dim] in x's dtype.
-    """
-    rotary_dim = cos.shape[-1]
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-    rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
-    rot = rot * cos + rotate_interleaved(rot) * sin
-    return torch.cat((rot, rest), dim=-1)
-
-
 def silu_and_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return nn.functional.silu(gate) * up

@@ -1,13 +1,19 @@
-"""The GLM-4 text decoder with 3-D multimodal rotary positions (M-RoPE)."""
+"""The GLM-4 text decoder with 3-D multimodal rotary positions (M-RoPE).
+
+Norms, rotary embedding and the SwiGLU gate go through `ops` (flashsight.engine.kernels.ops): the
+PyTorch reference by default, fused Triton kernels once `use_ops` picks them for a GPU.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from flashsight.engine.model.layers import InverseFrequencies, RMSNorm, apply_partial_rope, silu_and_mul
+from flashsight.engine.kernels.ops import TorchOps
+from flashsight.engine.model.layers import InverseFrequencies, RMSNorm
 
 # attend(layer_index, q [T, heads, d], k [T, kv_heads, d], v [T, kv_heads, d]) -> [T, heads, d].
 # The KV cache (contiguous or paged) supplies it: it stores k and v, then attends over the past.
@@ -25,13 +31,31 @@ class TextAttention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, self.num_kv_heads * self.head_dim, bias=True)
         self.v_proj = nn.Linear(cfg.hidden_size, self.num_kv_heads * self.head_dim, bias=True)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, cfg.hidden_size, bias=False)
+        self.qkv: tuple[torch.Tensor, torch.Tensor] | None = None  # (weight, bias) once fused
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attend: AttendFn) -> torch.Tensor:
+    def fuse_qkv(self) -> None:
+        """One projection instead of three: q, k and v weights become views of one matrix."""
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        offset = 0
+        for proj in (self.q_proj, self.k_proj, self.v_proj):
+            rows = proj.weight.shape[0]
+            proj.weight = nn.Parameter(weight[offset : offset + rows], requires_grad=False)
+            proj.bias = nn.Parameter(bias[offset : offset + rows], requires_grad=False)
+            offset += rows
+        self.qkv = (weight, bias)
+
+    def forward(self, x: torch.Tensor, cos, sin, attend: AttendFn, ops: type[TorchOps]) -> torch.Tensor:
         tokens = x.shape[0]
-        q = self.q_proj(x).view(tokens, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(tokens, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(tokens, self.num_kv_heads, self.head_dim)
-        q, k = apply_partial_rope(q, cos, sin), apply_partial_rope(k, cos, sin)
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        if self.qkv is not None:
+            q, k, v = F.linear(x, *self.qkv).split([q_size, kv_size, kv_size], dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(tokens, self.num_heads, self.head_dim)
+        k = k.view(tokens, self.num_kv_heads, self.head_dim)
+        v = v.view(tokens, self.num_kv_heads, self.head_dim)
+        q, k = ops.apply_rope(q, k, cos, sin)
         out = attend(self.layer_index, q, k, v)
         return self.o_proj(out.reshape(tokens, -1))
 
@@ -42,9 +66,8 @@ class TextMLP(nn.Module):
         self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(silu_and_mul(gate, up))
+    def forward(self, x: torch.Tensor, ops: type[TorchOps]) -> torch.Tensor:
+        return self.down_proj(ops.silu_and_mul(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Module):
@@ -52,17 +75,19 @@ class DecoderLayer(nn.Module):
 
     def __init__(self, cfg, layer_index: int):
         super().__init__()
-        eps = cfg.rms_norm_eps
+        self.eps = cfg.rms_norm_eps
         self.self_attn = TextAttention(cfg, layer_index)
         self.mlp = TextMLP(cfg)
-        self.input_layernorm = RMSNorm(cfg.hidden_size, eps)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps)
-        self.post_self_attn_layernorm = RMSNorm(cfg.hidden_size, eps)
-        self.post_mlp_layernorm = RMSNorm(cfg.hidden_size, eps)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, self.eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, self.eps)
+        self.post_self_attn_layernorm = RMSNorm(cfg.hidden_size, self.eps)
+        self.post_mlp_layernorm = RMSNorm(cfg.hidden_size, self.eps)
 
-    def forward(self, x, cos, sin, attend: AttendFn):
-        x = x + self.post_self_attn_layernorm(self.self_attn(self.input_layernorm(x), cos, sin, attend))
-        return x + self.post_mlp_layernorm(self.mlp(self.post_attention_layernorm(x)))
+    def forward(self, x, cos, sin, attend: AttendFn, ops: type[TorchOps]):
+        attended = self.self_attn(ops.rms_norm(x, self.input_layernorm.weight, self.eps), cos, sin, attend, ops)
+        x, h = ops.add_rms_norm(x, attended, self.post_self_attn_layernorm.weight, self.eps,
+                                self.post_attention_layernorm.weight)  # fmt: skip
+        return ops.add_rms_norm(x, self.mlp(h, ops), self.post_mlp_layernorm.weight, self.eps)
 
 
 class MRotaryEmbedding(nn.Module):
@@ -94,9 +119,18 @@ class TextModel(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.rotary_emb = MRotaryEmbedding(cfg)
+        self.ops: type[TorchOps] = TorchOps
+
+    def use_ops(self, ops: type[TorchOps]) -> None:
+        """Switch to another op set; a fused one also gets fused q/k/v projections."""
+        self.ops = ops
+        if ops is not TorchOps:
+            for layer in self.layers:
+                if layer.self_attn.qkv is None:
+                    layer.self_attn.fuse_qkv()
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, attend: AttendFn) -> torch.Tensor:
         cos, sin = self.rotary_emb(positions, x.dtype)
         for layer in self.layers:
-            x = layer(x, cos, sin, attend)
-        return self.norm(x)
+            x = layer(x, cos, sin, attend, self.ops)
+        return self.ops.rms_norm(x, self.norm.weight, self.norm.eps)

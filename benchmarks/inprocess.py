@@ -1,0 +1,152 @@
+"""Time the engine in-process (no HTTP) on ANCHORS.md's workloads with a full-size synthetic model.
+
+    python benchmarks/inprocess.py [--model DIR] [--workload W1 W2 W1-repeat] [--concurrency 1 8]
+                                   [--profile FILE]
+
+W1: a fresh 1024x1024 JPEG + "Describe this image in detail.", 128 output tokens; W2: a fresh
+640x480 JPEG + a one-line question, 32 output tokens; W1-repeat: W1 at concurrency 1 with an image
+the engine has already seen. ignore_eos, greedy; closed loop, n = max(10, 3 x concurrency) per
+level after a warm-up. `flashsight bench` measures the same over HTTP; this isolates the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import statistics
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+from flashsight.engine.config import EngineConfig
+from flashsight.engine.engine import Engine
+from flashsight.engine.testmodel import write_test_model
+from flashsight.engine.types import ChatRequest, SamplingParams
+
+WORKLOADS = {  # size, prompt, output tokens
+    "W1": ((1024, 1024), "Describe this image in detail.", 128),
+    "W2": ((640, 480), "What is the error message in this screenshot?", 32),
+}
+
+
+def fresh_photo(seed: int, size: tuple[int, int]) -> Image.Image:
+    """A JPEG-decoded image of smooth noise, so the JPEG is photo-sized (~200 KB at 1024x1024)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(size[1] // 16, size[0] // 16, 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize(size, Image.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def request(workload: str, seed: int) -> ChatRequest:
+    size, text, tokens = WORKLOADS[workload.removesuffix("-repeat")]
+    image = fresh_photo(0 if workload.endswith("-repeat") else seed, size)
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": text}]}]
+    return ChatRequest(f"{workload}-{seed}", messages, SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True))
+
+
+async def one_request(engine: Engine, chat: ChatRequest) -> dict:
+    start = time.perf_counter()
+    first = last = None
+    async for event in engine.generate(chat):
+        if first is None:
+            first = time.perf_counter()
+        last = event
+    end = time.perf_counter()
+    decode_s = end - first
+    return {"ttft_ms": (first - start) * 1e3, "e2e_s": end - start, "prompt_tokens": last.prompt_tokens,
+            "output_tokens": last.completion_tokens,
+            "decode_tok_s": (last.completion_tokens - 1) / decode_s if decode_s > 0 else 0.0}  # fmt: skip
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+async def level(engine: Engine, workload: str, concurrency: int, seed0: int) -> dict:
+    total = max(10, 3 * concurrency)
+    chats = [request(workload, seed) for seed in range(seed0, seed0 + total)]  # images made before timing
+    queue = iter(chats)
+    results = []
+
+    async def client():
+        for chat in queue:
+            results.append(await one_request(engine, chat))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    wall = time.perf_counter() - start
+    ttft, e2e = [r["ttft_ms"] for r in results], [r["e2e_s"] for r in results]
+    return {
+        "workload": workload, "concurrency": concurrency, "requests": total,
+        "prompt_tokens": results[0]["prompt_tokens"],
+        "ttft_ms_p50": round(percentile(ttft, 50), 1), "ttft_ms_p95": round(percentile(ttft, 95), 1),
+        "e2e_s_p50": round(percentile(e2e, 50), 3), "e2e_s_p95": round(percentile(e2e, 95), 3),
+        "decode_tok_s_p50": round(statistics.median(r["decode_tok_s"] for r in results), 1),
+        "requests_s": round(total / wall, 2),
+        "output_tok_s": round(sum(r["output_tokens"] for r in results) / wall, 1),
+    }  # fmt: skip
+
+
+def prepare_ms(engine: Engine, workload: str) -> float:
+    """CPU time to tokenize and preprocess one request's image (part of TTFT)."""
+    chats = [request(workload, 90_000 + i) for i in range(5)]
+    start = time.perf_counter()
+    for chat in chats:
+        engine.prepare(chat)
+    return round((time.perf_counter() - start) / len(chats) * 1e3, 1)
+
+
+def profile_one(engine: Engine, path: str) -> None:
+    """A kernel-time table of one W1 request, for BENCHMARKS.md's 'where the time goes'."""
+    import torch.profiler as tp
+
+    with tp.profile(activities=[tp.ProfilerActivity.CPU, tp.ProfilerActivity.CUDA]) as prof:
+        asyncio.run(one_request(engine, request("W1", 77_777)))
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=30)
+    with open(path, "w") as out:
+        out.write(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model")
+    parser.add_argument("--workload", nargs="+", default=["W1"], choices=["W1", "W2", "W1-repeat"])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--kernels", default="auto", choices=["auto", "triton", "torch"])
+    parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false")
+    parser.add_argument("--profile", help="write a kernel-time table of one W1 request here")
+    parser.add_argument("--json", help="also write the summary here")
+    args = parser.parse_args()
+    model = args.model or write_test_model(tempfile.mkdtemp(), size="full")
+    start = time.perf_counter()
+    engine = Engine(EngineConfig(model=str(model), kernels=args.kernels, cuda_graphs=args.cuda_graphs))
+    summary = {"device": engine.info.device, "dtype": engine.info.dtype, "kernels": args.kernels,
+               "cuda_graphs": args.cuda_graphs, "startup_s": round(time.perf_counter() - start, 1)}  # fmt: skip
+    asyncio.run(one_request(engine, request("W1", 10_000)))  # warm-up
+    asyncio.run(one_request(engine, request("W2", 10_001)))
+    summary["prepare_ms"] = {w: prepare_ms(engine, w) for w in ("W1", "W2")}
+    if args.profile:
+        profile_one(engine, args.profile)
+    summary["levels"] = []
+    for w_index, workload in enumerate(args.workload):
+        levels = [1] if workload == "W1-repeat" else args.concurrency
+        for c_index, concurrency in enumerate(levels):
+            result = asyncio.run(level(engine, workload, concurrency, 100_000 * (w_index + 1) + 1000 * c_index))
+            print(json.dumps(result), flush=True)
+            summary["levels"].append(result)
+    summary["engine"] = engine.snapshot()
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(summary, out, indent=2)
+    asyncio.run(engine.shutdown())
+
+
+if __name__ == "__main__":
+    main()

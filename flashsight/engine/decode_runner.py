@@ -1,0 +1,145 @@
+"""Decode steps: every sequence in the batch computes exactly one token, attending straight over
+the paged cache through its block table.
+
+Inputs live in fixed buffers, so on a GPU each batch size (rounded up to a bucket) is captured
+once as a CUDA graph and replayed: one launch for the whole model instead of hundreds, which is
+what bounds a decode step at small batches. On a CPU the same code runs eagerly, unpadded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from flashsight.engine.paged_attention import PagedKVCache
+from flashsight.engine.sequence import Sequence
+
+log = logging.getLogger("flashsight.engine")
+
+_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256)
+
+
+@dataclass
+class DecodeInputs:
+    """The step's inputs, in buffers sized for the largest batch."""
+
+    token_ids: torch.Tensor  # [B] int64
+    positions: torch.Tensor  # [3, B] int64
+    slots: torch.Tensor  # [B] int64: where the new keys and values go
+    block_tables: torch.Tensor  # [B, max_pages] int32
+    context_lens: torch.Tensor  # [B] int32, the new token included
+
+    @classmethod
+    def allocate(cls, max_seqs: int, max_pages: int, device) -> DecodeInputs:
+        def zeros(*shape, dtype=torch.int64):
+            return torch.zeros(shape, dtype=dtype, device=device)
+
+        return cls(zeros(max_seqs), zeros(3, max_seqs), zeros(max_seqs), zeros(max_seqs, max_pages, dtype=torch.int32),
+                   zeros(max_seqs, dtype=torch.int32))  # fmt: skip
+
+    def first(self, rows: int) -> DecodeInputs:
+        return DecodeInputs(self.token_ids[:rows], self.positions[:, :rows], self.slots[:rows],
+                            self.block_tables[:rows], self.context_lens[:rows])  # fmt: skip
+
+
+class DecodeAttention:
+    """The attend callback of a decode step: store the new keys and values, attend over pages."""
+
+    def __init__(self, cache: PagedKVCache, inputs: DecodeInputs, ops):
+        self.cache, self.inputs, self.ops = cache, inputs, ops
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        keys, values = self.cache.keys[layer], self.cache.values[layer]
+        keys.index_copy_(0, self.inputs.slots, k)
+        values.index_copy_(0, self.inputs.slots, v)
+        return self.ops.paged_decode_attention(
+            q, keys, values, self.inputs.block_tables, self.inputs.context_lens, self.cache.block_size
+        )
+
+
+class DecodeRunner:
+    def __init__(self, model, cache: PagedKVCache, max_seqs: int, max_pages: int, use_graphs: bool):
+        self.model = model
+        self.text = model.model.language_model
+        self.cache = cache
+        self.device = cache.keys.device
+        self.max_seqs = max_seqs
+        self.inputs = DecodeInputs.allocate(max_seqs, max_pages, self.device)
+        self.use_graphs = use_graphs
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
+        self.pool = torch.cuda.graph_pool_handle() if use_graphs else None
+
+    @staticmethod
+    def accepts(batch: list[tuple[Sequence, int]]) -> bool:
+        """One token per sequence, none of them an image placeholder."""
+        for seq, count in batch:
+            if count != 1:
+                return False
+            start = seq.num_computed
+            if any(a <= start < b for a, b in seq.prompt.image_spans):
+                return False
+        return True
+
+    @torch.inference_mode()
+    def execute(self, batch: list[tuple[Sequence, int]]) -> torch.Tensor:
+        """Logits [len(batch), vocab] float32 for the batch's next tokens."""
+        rows = len(batch)
+        padded = self._bucket(rows) if self.use_graphs else rows
+        self._fill(batch, padded)
+        if not self.use_graphs:
+            return self._forward(self.inputs.first(rows))
+        if padded not in self.graphs:
+            logits = self._forward(self.inputs.first(padded))  # also compiles the kernels
+            self._capture(padded)
+            return logits[:rows]
+        graph, logits = self.graphs[padded]
+        graph.replay()
+        return logits[:rows]
+
+    def _forward(self, inputs: DecodeInputs) -> torch.Tensor:
+        attention = DecodeAttention(self.cache, inputs, self.text.ops)
+        x = self.text.embed_tokens(inputs.token_ids)
+        return self.model.logits(self.model(x, inputs.positions, attention.attend))
+
+    def _capture(self, rows: int) -> None:
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize(self.device)
+        with torch.cuda.graph(graph, pool=self.pool):
+            logits = self._forward(self.inputs.first(rows))
+        self.graphs[rows] = (graph, logits)
+        log.debug("captured a decode graph for %d sequences", rows)
+
+    def _bucket(self, rows: int) -> int:
+        for size in _BUCKETS:
+            if size >= rows and size <= self.max_seqs:
+                return size
+        return self.max_seqs
+
+    def _fill(self, batch: list[tuple[Sequence, int]], padded: int) -> None:
+        """Copy the step's token ids, positions, slots and block tables into the buffers; padding
+        rows write to the scratch slot and attend to nothing."""
+        page = self.cache.block_size
+        token_ids, positions, slots, lens = [], [[], [], []], [], []
+        widest = max(len(seq.block_table) for seq, _ in batch)
+        tables = torch.zeros((padded, widest), dtype=torch.int32)
+        for row, (seq, _) in enumerate(batch):
+            index = seq.num_computed
+            token_ids.append(seq.token_ids[index])
+            for axis, value in enumerate(seq.position_of(index)):
+                positions[axis].append(value)
+            slots.append(seq.block_table[index // page] * page + index % page)
+            lens.append(index + 1)
+            tables[row, : len(seq.block_table)] = torch.tensor(seq.block_table, dtype=torch.int32)
+        pad = padded - len(batch)
+        token_ids += [0] * pad
+        positions = [axis + [0] * pad for axis in positions]
+        slots += [self.cache.scratch_slot] * pad
+        lens += [0] * pad
+        inputs = self.inputs
+        inputs.token_ids[:padded].copy_(torch.tensor(token_ids), non_blocking=True)
+        inputs.positions[:, :padded].copy_(torch.tensor(positions), non_blocking=True)
+        inputs.slots[:padded].copy_(torch.tensor(slots), non_blocking=True)
+        inputs.context_lens[:padded].copy_(torch.tensor(lens, dtype=torch.int32), non_blocking=True)
+        inputs.block_tables[:padded, :widest].copy_(tables, non_blocking=True)

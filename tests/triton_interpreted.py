@@ -1,0 +1,86 @@
+"""Checks of the Triton kernels against their PyTorch references, run on the CPU through Triton's
+interpreter (TRITON_INTERPRET=1, set by tests/test_kernels.py before this starts: Triton reads it
+when the kernels are defined). Prints one line per check; exits non-zero on the first failure.
+
+The interpreter rounds float32 -> bfloat16 by truncation where GPUs round to nearest, so exact
+comparisons run in float32 here; the device test compares bfloat16 on the GPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import torch
+
+from flashsight.engine.kernels.ops import TorchOps, TritonOps
+
+
+def close(name: str, got: torch.Tensor, want: torch.Tensor, tolerance: float = 1e-5) -> None:
+    error = (got.float() - want.float()).abs().max().item()
+    print(f"{name}: max abs error {error:.2e}")
+    if not error <= tolerance:
+        sys.exit(f"{name}: {error} > {tolerance}")
+
+
+def check_ops() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(7, 96), torch.randn(7, 96)
+    w1, w2 = torch.randn(96), torch.randn(96)
+    close("rms_norm", TritonOps.rms_norm(x, w1, 1e-5), TorchOps.rms_norm(x, w1, 1e-5))
+    for got, want in zip(TritonOps.add_rms_norm(x, y, w1, 1e-5, w2), TorchOps.add_rms_norm(x, y, w1, 1e-5, w2)):
+        close("add_rms_norm (two outputs)", got, want)
+    close("add_rms_norm", TritonOps.add_rms_norm(x, y, w1, 1e-5), TorchOps.add_rms_norm(x, y, w1, 1e-5))
+    gate_up = torch.randn(5, 2 * 1100)  # more than one column block
+    close("silu_and_mul", TritonOps.silu_and_mul(gate_up), TorchOps.silu_and_mul(gate_up))
+    qkv = torch.randn(3, 6 * 32)  # q and k are strided views of one projection, as in the model
+    q, k = qkv[:, : 4 * 32].view(3, 4, 32), qkv[:, 4 * 32 :].view(3, 2, 32)
+    angles = torch.randn(3, 8)
+    cos, sin = angles.cos().repeat_interleave(2, -1), angles.sin().repeat_interleave(2, -1)
+    want_q, want_k = TorchOps.apply_rope(q.clone(), k.clone(), cos, sin)
+    got_q, got_k = TritonOps.apply_rope(q, k, cos, sin)
+    close("rope (queries)", got_q, want_q)
+    close("rope (keys)", got_k, want_k)
+
+
+def check_paged_decode() -> None:
+    torch.manual_seed(1)
+    page, pages = 16, 24
+    for heads, kv_heads, dim in ((4, 2, 32), (32, 2, 128), (2, 1, 32)):
+        k_cache, v_cache = torch.randn(pages * page, kv_heads, dim), torch.randn(pages * page, kv_heads, dim)
+        q = torch.randn(4, heads, dim)
+        tables = torch.randperm(pages)[:20].reshape(4, 5).to(torch.int32)
+        lens = torch.tensor([1, 17, 80, 0], dtype=torch.int32)  # a padding row attends to nothing
+        args = (q, k_cache, v_cache, tables, lens, page)
+        got = TritonOps.paged_decode_attention(*args)
+        close(f"paged decode {heads}/{kv_heads} heads", got, TorchOps.paged_decode_attention(*args))
+        if got[3].abs().max() != 0:
+            sys.exit("a padding row's output is not zero")
+
+
+def check_engine(model_dir: str) -> None:
+    """The tiny model, greedy, with Triton ops and the decode runner vs the reference ops."""
+    from flashsight.engine.config import EngineConfig
+    from flashsight.engine.engine import Engine
+    from flashsight.engine.types import ChatRequest, SamplingParams
+
+    async def tokens(kernels: str) -> list[int]:
+        engine = Engine(EngineConfig(model=model_dir, device="cpu", kernels=kernels))
+        messages = [{"role": "user", "content": [{"type": "text", "text": "Count the apples."}]}]
+        out: list[int] = []
+        async for event in engine.generate(ChatRequest("k", messages, SamplingParams(max_tokens=12, temperature=0.0))):
+            out += event.token_ids
+        await engine.shutdown()
+        return out
+
+    reference, fused = asyncio.run(tokens("torch")), asyncio.run(tokens("triton"))
+    print(f"engine: reference {reference}, triton {fused}")
+    if reference != fused:
+        sys.exit("greedy tokens differ between the reference ops and the Triton kernels")
+
+
+if __name__ == "__main__":
+    check_ops()
+    check_paged_decode()
+    check_engine(sys.argv[1])
+    print("all kernel checks passed")
