@@ -75,7 +75,8 @@ class Engine:
         self.runner = ModelRunner(ckpt, cache, self.images, self._decode_runner(cache))
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
         self.stats = EngineStats()
-        self.grammars = GrammarCompiler(self.tokenizer, hf.text_config.vocab_size, ckpt.eos_ids)
+        self._grammars: GrammarCompiler | None = None
+        self._grammars_lock = threading.Lock()
         self._incoming: queue.Queue[_Job | None] = queue.Queue()
         self._jobs: dict[int, _Job] = {}  # by id(seq), owned by the worker
         self._worker = threading.Thread(target=self._serve, name="flashsight-engine", daemon=True)
@@ -92,6 +93,16 @@ class Engine:
         use_graphs = self.config.cuda_graphs and self.ckpt.device.type == "cuda"
         max_pages = -(-self.max_model_len // self.config.block_size)
         return DecodeRunner(self.ckpt.model, cache, self.config.max_num_seqs, max_pages, use_graphs)
+
+    @property
+    def grammars(self) -> GrammarCompiler:
+        """Built on the first constrained request: an engine that never sees one never loads
+        the grammar library."""
+        with self._grammars_lock:
+            if self._grammars is None:
+                vocab_size = self.ckpt.config.text_config.vocab_size
+                self._grammars = GrammarCompiler(self.tokenizer, vocab_size, self.ckpt.eos_ids)
+            return self._grammars
 
     def sampling_defaults(self) -> dict[str, Any]:
         return dict(self.ckpt.sampling_defaults)
