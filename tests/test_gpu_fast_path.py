@@ -2,6 +2,10 @@
 same logits as the reference path (PyTorch ops, eager, gathered attention) on the full-size
 random model, in bf16, teacher-forced over a W1 prompt and 24 decode steps.
 
+"The same" in bf16 means: no further from the reference than another equally valid rounding of
+the same arithmetic is. That yardstick is measured here too: the reference with q, k and v
+projected by three matrix products instead of one fused product.
+
 CI has no GPU, so this runs on the device machine (`python -m pytest tests/test_gpu_fast_path.py`);
 the CPU versions of the same kernels are checked in test_kernels.py.
 """
@@ -29,14 +33,19 @@ def engine(tmp_path_factory):
     engine._incoming.put(None)
 
 
-def _logits_along(engine, prompt_request, tokens: list[int] | None, fast: bool) -> tuple[list[torch.Tensor], list[int]]:
-    """Prefill, then decode step by step feeding `tokens` (or the path's own greedy choices)."""
+def _logits_along(engine, prompt_request, tokens: list[int] | None, path: str) -> tuple[list[torch.Tensor], list[int]]:
+    """Prefill, then decode step by step feeding `tokens` (or the path's own greedy choices).
+    path: "fast", "reference" or "unfused" (the reference with q/k/v as three products)."""
     from flashsight.engine.kernels.ops import TorchOps, pick_ops
 
-    runner, text = engine.runner, engine.ckpt.model.model.language_model
+    model, runner = engine.ckpt.model, engine.runner
     decoder = runner.decoder
-    text.ops = pick_ops("auto", engine.ckpt.device) if fast else TorchOps
-    runner.decoder = decoder if fast else None
+    model.use_ops(pick_ops("auto", engine.ckpt.device) if path == "fast" else TorchOps)
+    runner.decoder = decoder if path == "fast" else None
+    fused = [layer.self_attn.qkv for layer in model.model.language_model.layers]
+    if path == "unfused":
+        for layer in model.model.language_model.layers:
+            layer.self_attn.qkv = None
     prompt, _ = engine.prepare(prompt_request)
     seq = engine._sequence(prompt_request, prompt, None)
     try:
@@ -54,6 +63,8 @@ def _logits_along(engine, prompt_request, tokens: list[int] | None, fast: bool) 
     finally:
         engine.blocks.release(seq.block_table)
         runner.decoder = decoder
+        for layer, qkv in zip(model.model.language_model.layers, fused):
+            layer.self_attn.qkv = qkv
 
 
 def test_fast_path_matches_reference_logits_and_greedy_tokens(engine):
@@ -66,15 +77,27 @@ def test_fast_path_matches_reference_logits_and_greedy_tokens(engine):
     messages = [{"role": "user", "content": [{"type": "image", "image": Image.fromarray(pixels)},
                                              {"type": "text", "text": "Describe this image in detail."}]}]  # fmt: skip
     chat = ChatRequest("gpu-fidelity", messages, SamplingParams(max_tokens=64, temperature=0.0))
-    reference, greedy = _logits_along(engine, chat, None, fast=False)
-    fast, _ = _logits_along(engine, chat, greedy, fast=True)  # teacher-forced on the reference's tokens
-    agree = 0
-    for step, (want, got) in enumerate(zip(reference, fast)):
-        relative = ((got - want).norm() / want.norm()).item()
-        print(f"step {step}: relative logits error {relative:.2e}")
-        assert relative < 2e-2, f"step {step}: the fast path's logits are off by {relative:.2e}"
-        top2 = want.topk(2).values
-        if (top2[0] - top2[1]).item() > 0.05:  # not a near-tie: bf16 rounding cannot flip it
-            assert int(got.argmax()) == int(want.argmax()), f"step {step}: greedy tokens differ"
-            agree += 1
-    assert agree >= DECODE_STEPS // 2, "too few decisive steps to compare greedy choices"
+    reference, greedy = _logits_along(engine, chat, None, "reference")
+    # teacher-forced on the reference's tokens
+    fast, _ = _logits_along(engine, chat, greedy, "fast")
+    unfused, _ = _logits_along(engine, chat, greedy, "unfused")
+
+    def relative(got, want):
+        return ((got - want).norm() / want.norm()).item()
+
+    fast_errors = [relative(got, want) for got, want in zip(fast, reference)]
+    yardstick = [relative(got, want) for got, want in zip(unfused, reference)]
+    flips = [step for step, (got, want) in enumerate(zip(fast, reference)) if _decisive(want) and got.argmax() != want.argmax()]
+    decisive = sum(_decisive(want) for want in reference)
+    for step, (a, b) in enumerate(zip(fast_errors, yardstick)):
+        print(f"step {step}: relative logits error, fast {a:.2e}, unfused reference {b:.2e}")
+    print(f"greedy choices compared on {decisive} decisive steps; differing: {flips}")
+    bound = 3 * max(yardstick) + 5e-3
+    assert max(fast_errors) <= bound, f"the fast path's logits are off by {max(fast_errors):.2e} (bound {bound:.2e})"
+    assert not flips, f"greedy tokens differ at steps {flips}"
+
+
+def _decisive(logits: torch.Tensor) -> bool:
+    """The top two logits are far enough apart that bf16 rounding cannot swap them."""
+    top2 = logits.topk(2).values
+    return (top2[0] - top2[1]).item() > 0.05 * top2[0].abs().item() + 0.05

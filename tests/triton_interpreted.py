@@ -58,15 +58,32 @@ def check_paged_decode() -> None:
             sys.exit("a padding row's output is not zero")
 
 
+def check_varlen() -> None:
+    from flashsight.engine.kernels.prefill_attention import varlen_attention, varlen_attention_reference
+
+    torch.manual_seed(2)
+    q, k, v = torch.randn(200, 4, 32), torch.randn(260, 2, 32), torch.randn(260, 2, 32)
+    # a fresh prompt, a one-token chunk after a cached prefix, a chunk after a cached prefix
+    args = (q, k, v, [0, 70, 75], [70, 5, 100], [0, 90, 100], [70, 10, 150])
+    for causal in (True, False):
+        got, want = varlen_attention(*args, causal=causal), varlen_attention_reference(*args, causal=causal)
+        close(f"varlen attention (causal={causal})", got[:175], want[:175])
+
+
 def check_engine(model_dir: str) -> None:
-    """The tiny model, greedy, with Triton ops and the decode runner vs the reference ops."""
+    """The tiny model, greedy, on an image and a question: Triton kernels (vision tower, prefill,
+    decode runner) vs the reference ops."""
     from flashsight.engine.config import EngineConfig
     from flashsight.engine.engine import Engine
     from flashsight.engine.types import ChatRequest, SamplingParams
 
     async def tokens(kernels: str) -> list[int]:
         engine = Engine(EngineConfig(model=model_dir, device="cpu", kernels=kernels))
-        messages = [{"role": "user", "content": [{"type": "text", "text": "Count the apples."}]}]
+        from PIL import Image
+
+        image = Image.linear_gradient("L").convert("RGB").resize((56, 84))
+        messages = [{"role": "user", "content": [{"type": "image", "image": image},
+                                                 {"type": "text", "text": "Count the apples."}]}]  # fmt: skip
         out: list[int] = []
         async for event in engine.generate(ChatRequest("k", messages, SamplingParams(max_tokens=12, temperature=0.0))):
             out += event.token_ids
@@ -82,5 +99,6 @@ def check_engine(model_dir: str) -> None:
 if __name__ == "__main__":
     check_ops()
     check_paged_decode()
+    check_varlen()
     check_engine(sys.argv[1])
     print("all kernel checks passed")

@@ -71,7 +71,7 @@ class Engine:
         cache = self._allocate_kv_cache()
         self.blocks = BlockManager(cache.num_blocks, config.block_size, config.enable_prefix_caching)
         self.images = ImageCache(config.image_cache_mb * 2**20)
-        ckpt.model.model.language_model.use_ops(pick_ops(config.kernels, ckpt.device))
+        ckpt.model.use_ops(pick_ops(config.kernels, ckpt.device))
         self.runner = ModelRunner(ckpt, cache, self.images, self._decode_runner(cache))
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
         self.stats = EngineStats()

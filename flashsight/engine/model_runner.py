@@ -8,7 +8,7 @@ import torch
 from flashsight.engine.decode_runner import DecodeRunner
 from flashsight.engine.image_cache import ImageCache
 from flashsight.engine.loader import LoadedCheckpoint
-from flashsight.engine.paged_attention import BatchAttention, PagedKVCache, SeqSlice
+from flashsight.engine.paged_attention import BatchAttention, DecodeRows, PagedKVCache, SeqSlice
 from flashsight.engine.sequence import Sequence
 
 Chunk = tuple[Sequence, int]  # a sequence and how many of its uncomputed tokens to compute now
@@ -28,26 +28,47 @@ class ModelRunner:
         """Run the batch; return {index in batch: logits [vocab]} for chunks that end a sequence."""
         if self.decoder is not None and self.decoder.accepts(batch):
             return dict(enumerate(self.decoder.execute(batch)))
-        ids, positions, slices, new_slots = [], [], [], []
+        ids, positions, chunks, new_slots, last_rows = [], [], [], [], []
+        decode_rows, decode_seqs = [], []
         offset = 0
         for seq, count in batch:
             start = seq.num_computed
             ids += seq.token_ids[start : start + count]
             positions.append(seq.positions(start, count))
-            context = self.cache.slots(seq.block_table, 0, start + count, self.device)
-            slices.append(SeqSlice(offset, count, context))
-            new_slots.append(context[start:])
+            new_slots += self._slots(seq.block_table, start, start + count)
+            if count == 1:
+                decode_rows.append(offset)
+                decode_seqs.append(seq)
+            else:
+                context = torch.tensor(self._slots(seq.block_table, 0, start + count), device=self.device)
+                chunks.append(SeqSlice(offset, count, context))
             offset += count
+            last_rows.append(offset - 1)
         x = self.model.embed(torch.tensor(ids, device=self.device), [])
         self._insert_images(x, batch)
-        attention = BatchAttention(self.cache, torch.cat(new_slots), slices)
+        attention = BatchAttention(self.cache, torch.tensor(new_slots, device=self.device), chunks,
+                                   self._decode_rows(decode_rows, decode_seqs), self.model.model.language_model.ops)  # fmt: skip
         hidden = self.model(x, torch.cat(positions, dim=1).to(self.device), attention.attend)
         ends = [i for i, (seq, count) in enumerate(batch) if seq.num_computed + count == len(seq.token_ids)]
         if not ends:
             return {}
-        last_rows = torch.tensor([slices[i].q_start + slices[i].q_len - 1 for i in ends], device=self.device)
+        last_rows = torch.tensor([last_rows[i] for i in ends], device=self.device)
         logits = self.model.logits(hidden[last_rows])
         return dict(zip(ends, logits))
+
+    def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
+        page = self.cache.block_size
+        return [block_table[i // page] * page + i % page for i in range(start, end)]
+
+    def _decode_rows(self, rows: list[int], seqs: list[Sequence]) -> DecodeRows | None:
+        if not rows:
+            return None
+        widest = max(len(seq.block_table) for seq in seqs)
+        tables = torch.zeros((len(seqs), widest), dtype=torch.int32)
+        for i, seq in enumerate(seqs):
+            tables[i, : len(seq.block_table)] = torch.tensor(seq.block_table, dtype=torch.int32)
+        lens = torch.tensor([seq.num_computed + 1 for seq in seqs], dtype=torch.int32)
+        return DecodeRows(torch.tensor(rows, device=self.device), tables.to(self.device), lens.to(self.device))
 
     def _insert_images(self, x: torch.Tensor, batch: list[Chunk]) -> None:
         """Overwrite image placeholder rows with the rows of their image's embeddings."""

@@ -7,9 +7,9 @@ tokens' keys and values to their slots, then each sequence attends over its own 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 
 class PagedKVCache:
@@ -27,11 +27,6 @@ class PagedKVCache:
     def bytes_per_block(layers: int, block_size: int, kv_heads: int, head_dim: int, dtype) -> int:
         return 2 * layers * block_size * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
 
-    def slots(self, block_table: list[int], start: int, end: int, device) -> torch.Tensor:
-        positions = torch.arange(start, end)
-        table = torch.tensor(block_table, dtype=torch.long)
-        return (table[positions // self.block_size] * self.block_size + positions % self.block_size).to(device)
-
 
 @dataclass
 class SeqSlice:
@@ -41,31 +36,48 @@ class SeqSlice:
 
 
 @dataclass
+class DecodeRows:
+    """The rows of a mixed step that compute one token each: attended in one paged launch."""
+
+    rows: torch.Tensor  # [D] their rows in the step's flattened tokens
+    block_tables: torch.Tensor  # [D, pages] int32
+    context_lens: torch.Tensor  # [D] int32
+
+
+@dataclass
 class BatchAttention:
-    """One step's attention: `attend` is the callback the model's layers call."""
+    """One step's attention: `attend` is the callback the model's layers call. Single-token rows
+    read the paged cache directly; longer chunks go through varlen attention, over the step's own
+    keys when they start a sequence, else over keys gathered from the cache."""
 
     cache: PagedKVCache
     new_slots: torch.Tensor  # [T] where this step's keys and values go
-    seqs: list[SeqSlice]
+    seqs: list[SeqSlice]  # the chunks of more than one token
+    decode: DecodeRows | None
+    ops: Any
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        self.cache.keys[layer, self.new_slots] = k
-        self.cache.values[layer, self.new_slots] = v
+        keys, values = self.cache.keys[layer], self.cache.values[layer]
+        keys.index_copy_(0, self.new_slots, k)
+        values.index_copy_(0, self.new_slots, v)
         out = torch.empty_like(q)
-        for s in self.seqs:
-            rows = slice(s.q_start, s.q_start + s.q_len)
-            out[rows] = self._attend_one(layer, q[rows], s)
+        if self.decode is not None:
+            d = self.decode
+            out[d.rows] = self.ops.paged_decode_attention(
+                q[d.rows], keys, values, d.block_tables, d.context_lens, self.cache.block_size
+            )
+        if self.seqs:
+            self._attend_chunks(q, k, v, keys, values, out)
         return out
 
-    def _attend_one(self, layer: int, q: torch.Tensor, s: SeqSlice) -> torch.Tensor:
-        keys = self.cache.keys[layer, s.context_slots]
-        values = self.cache.values[layer, s.context_slots]
-        context, new = keys.shape[0], q.shape[0]
-        mask = None
-        if 1 < new < context:  # a chunk after cached tokens: causal within the chunk
-            mask = torch.ones(new, context, dtype=torch.bool, device=q.device).tril(diagonal=context - new)
-        out = F.scaled_dot_product_attention(
-            q.transpose(0, 1), keys.transpose(0, 1), values.transpose(0, 1),
-            attn_mask=mask, is_causal=new > 1 and new == context, enable_gqa=True,
-        )  # fmt: skip
-        return out.transpose(0, 1)
+    def _attend_chunks(self, q, k, v, keys, values, out) -> None:
+        q_starts = [s.q_start for s in self.seqs]
+        q_lens = [s.q_len for s in self.seqs]
+        k_lens = [len(s.context_slots) for s in self.seqs]
+        if all(s.q_len == len(s.context_slots) for s in self.seqs):  # all start their sequence
+            k_src, v_src, k_starts = k, v, q_starts
+        else:
+            slots = torch.cat([s.context_slots for s in self.seqs])
+            k_src, v_src = keys[slots], values[slots]
+            k_starts = [sum(k_lens[:i]) for i in range(len(k_lens))]
+        self.ops.varlen_attention(q, k_src, v_src, q_starts, q_lens, k_starts, k_lens, causal=True, out=out)

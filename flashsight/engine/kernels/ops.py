@@ -42,6 +42,13 @@ class TorchOps:
         return paged_decode_attention_reference(q, k_cache, v_cache, block_tables, context_lens, page_size)
 
 
+    @staticmethod
+    def varlen_attention(q, k, v, q_starts, q_lens, k_starts, k_lens, causal: bool, out=None) -> torch.Tensor:
+        from flashsight.engine.kernels.prefill_attention import varlen_attention_reference
+
+        return varlen_attention_reference(q, k, v, q_starts, q_lens, k_starts, k_lens, causal, out)
+
+
 class TritonOps(TorchOps):
     name = "triton"
 
@@ -75,6 +82,13 @@ class TritonOps(TorchOps):
         from flashsight.engine.kernels.paged_decode import paged_decode_attention
 
         return paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, page_size)
+
+
+    @staticmethod
+    def varlen_attention(q, k, v, q_starts, q_lens, k_starts, k_lens, causal: bool, out=None) -> torch.Tensor:
+        from flashsight.engine.kernels.prefill_attention import varlen_attention
+
+        return varlen_attention(q, k, v, q_starts, q_lens, k_starts, k_lens, causal, out)
 
 
 def pick_ops(kernels: str, device: torch.device) -> type[TorchOps]:

@@ -1,10 +1,11 @@
 """Decode attention straight over the paged KV cache: one new query token per sequence attends to
 all its cached keys, read page by page through the block table (no gather into a copy first).
 
-One program per (sequence, KV head) holds that KV head's whole group of query heads, so keys and
-values are read once for the group and the scores are a small matrix product. Its inputs have
-fixed shapes for a given batch size, so a CUDA graph can capture it; padding rows (context 0)
-write zeros.
+One program per (sequence, KV head, split) holds that KV head's whole group of query heads, so
+keys and values are read once for the group and the scores are a small matrix product. With few
+sequences the context is split across programs (flash-decoding) so the whole GPU reads the cache,
+and a second small kernel merges the splits. Shapes are fixed for a given batch size, so a CUDA
+graph can capture both; padding rows (context 0) write zeros.
 """
 
 from __future__ import annotations
@@ -17,25 +18,30 @@ import triton.language as tl
 
 @triton.jit
 def _paged_decode_kernel(
-    q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, out_ptr,
+    q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, out_ptr, part_acc_ptr, part_stats_ptr,
     stride_qt, stride_qh, stride_ks, stride_kh, stride_vs, stride_vh, stride_tt, stride_ot, stride_oh,
-    scale, group,
+    scale, group, heads,
     GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE: tl.constexpr, TILE: tl.constexpr,
+    SPLITS: tl.constexpr,
 ):  # fmt: skip
     seq = tl.program_id(0).to(tl.int64)
     kv_head = tl.program_id(1)
+    split = tl.program_id(2)
     context = tl.load(lens_ptr + seq)
+    per_split = tl.cdiv(tl.cdiv(context, SPLITS), TILE) * TILE
+    first = split * per_split
+    last = tl.minimum(context, first + per_split)
     rows = tl.arange(0, GROUP_PAD)
     row_ok = rows < group
-    heads = kv_head * group + rows
+    heads_of_group = kv_head * group + rows
     dims = tl.arange(0, HEAD_DIM)
-    q = tl.load(q_ptr + seq * stride_qt + heads[:, None] * stride_qh + dims[None, :], mask=row_ok[:, None], other=0.0)
+    q = tl.load(q_ptr + seq * stride_qt + heads_of_group[:, None] * stride_qh + dims[None, :], mask=row_ok[:, None], other=0.0)
     best = tl.full((GROUP_PAD,), float("-inf"), tl.float32)
     total = tl.zeros((GROUP_PAD,), tl.float32)
     acc = tl.zeros((GROUP_PAD, HEAD_DIM), tl.float32)
-    for start in range(0, context, TILE):
+    for start in range(first, last, TILE):
         offsets = start + tl.arange(0, TILE)
-        valid = offsets < context
+        valid = offsets < last
         page = tl.load(tables_ptr + seq * stride_tt + offsets // PAGE, mask=valid, other=0).to(tl.int64)
         slots = page * PAGE + offsets % PAGE
         k = tl.load(k_ptr + slots[:, None] * stride_ks + kv_head * stride_kh + dims[None, :], mask=valid[:, None], other=0.0)
@@ -48,8 +54,34 @@ def _paged_decode_kernel(
         v = tl.load(v_ptr + slots[:, None] * stride_vs + kv_head * stride_vh + dims[None, :], mask=valid[:, None], other=0.0)
         acc = acc * correction[:, None] + tl.dot(p.to(v.dtype), v)
         best = new_best
-    out = acc / tl.where(total > 0, total, 1.0)[:, None]
-    tl.store(out_ptr + seq * stride_ot + heads[:, None] * stride_oh + dims[None, :], out.to(q.dtype), mask=row_ok[:, None])
+    if SPLITS == 1:
+        out = acc / tl.where(total > 0, total, 1.0)[:, None]
+        tl.store(out_ptr + seq * stride_ot + heads_of_group[:, None] * stride_oh + dims[None, :], out.to(q.dtype),
+                 mask=row_ok[:, None])
+    else:  # partials [B, heads, SPLITS, d] and (max, sum) [B, heads, SPLITS, 2], merged below
+        part = (seq * heads + heads_of_group) * SPLITS + split
+        tl.store(part_acc_ptr + part[:, None] * HEAD_DIM + dims[None, :], acc, mask=row_ok[:, None])
+        tl.store(part_stats_ptr + part * 2, best, mask=row_ok)
+        tl.store(part_stats_ptr + part * 2 + 1, total, mask=row_ok)
+
+
+@triton.jit
+def _merge_splits_kernel(part_acc_ptr, part_stats_ptr, out_ptr, stride_ot, stride_oh, heads,
+                         HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr):  # fmt: skip
+    seq = tl.program_id(0).to(tl.int64)
+    head = tl.program_id(1)
+    parts = (seq * heads + head) * SPLITS + tl.arange(0, SPLITS)
+    best = tl.load(part_stats_ptr + parts * 2)
+    total = tl.load(part_stats_ptr + parts * 2 + 1)
+    overall = tl.max(best, axis=0)
+    overall = tl.where(overall == float("-inf"), 0.0, overall)
+    weight = tl.where(total > 0, tl.exp(best - overall), 0.0)
+    dims = tl.arange(0, HEAD_DIM)
+    acc = tl.load(part_acc_ptr + parts[:, None] * HEAD_DIM + dims[None, :])
+    merged = tl.sum(acc * weight[:, None], axis=0)
+    norm = tl.sum(total * weight, axis=0)
+    out = merged / tl.where(norm > 0, norm, 1.0)
+    tl.store(out_ptr + seq * stride_ot + head * stride_oh + dims, out.to(out_ptr.dtype.element_ty))
 
 
 def paged_decode_attention(
@@ -62,13 +94,31 @@ def paged_decode_attention(
     kv_heads = k_cache.shape[1]
     group = heads // kv_heads
     out = torch.empty_like(q)
-    _paged_decode_kernel[(batch, kv_heads)](
-        q, k_cache, v_cache, block_tables, context_lens, out,
+    splits = splits_for(batch * kv_heads, q.device)
+    part_acc = part_stats = out  # unused when the context is not split
+    if splits > 1:
+        part_acc = torch.empty((batch, heads, splits, head_dim), dtype=torch.float32, device=q.device)
+        part_stats = torch.empty((batch, heads, splits, 2), dtype=torch.float32, device=q.device)
+    _paged_decode_kernel[(batch, kv_heads, splits)](
+        q, k_cache, v_cache, block_tables, context_lens, out, part_acc, part_stats,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
-        block_tables.stride(0), out.stride(0), out.stride(1), head_dim**-0.5, group,
+        block_tables.stride(0), out.stride(0), out.stride(1), head_dim**-0.5, group, heads,
         GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, PAGE=page_size, TILE=64,
+        SPLITS=splits,
     )  # fmt: skip
+    if splits > 1:
+        _merge_splits_kernel[(batch, heads)](part_acc, part_stats, out, out.stride(0), out.stride(1), heads,
+                                             HEAD_DIM=head_dim, SPLITS=splits)  # fmt: skip
     return out
+
+
+def splits_for(programs: int, device: torch.device) -> int:
+    """Enough context splits to give every multiprocessor about two programs."""
+    processors = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
+    splits = 1
+    while splits < 32 and programs * splits * 2 <= 2 * processors:
+        splits *= 2
+    return splits
 
 
 def paged_decode_attention_reference(

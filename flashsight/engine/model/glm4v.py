@@ -28,6 +28,11 @@ class Glm4vForConditionalGeneration(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.language_model.embed_tokens.weight
 
+    def use_ops(self, ops) -> None:
+        """Run both towers on this op set (flashsight.engine.kernels.ops)."""
+        self.model.visual.ops = ops
+        self.model.language_model.use_ops(ops)
+
     def embed(self, input_ids: torch.Tensor, image_embeds: list[torch.Tensor]) -> torch.Tensor:
         """Token embeddings, with each image placeholder replaced by its image's embeddings, in order."""
         x = self.model.language_model.embed_tokens(input_ids)

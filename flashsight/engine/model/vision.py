@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flashsight.engine.kernels.ops import TorchOps
 from flashsight.engine.model.layers import InverseFrequencies, RMSNorm, rotate_half, silu_and_mul
 
 
@@ -28,17 +29,14 @@ class VisionAttention(nn.Module):
         self.qkv = nn.Linear(hidden, hidden * 3, bias=bias)
         self.proj = nn.Linear(hidden, hidden, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, seqlens: list[int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, seqlens: list[int], ops) -> torch.Tensor:
         tokens = x.shape[0]
         q, k, v = self.qkv(x).view(tokens, 3, self.num_heads, self.head_dim).unbind(1)
         q, k = rotate_vision(q, cos, sin), rotate_vision(k, cos, sin)
+        starts = [sum(seqlens[:i]) for i in range(len(seqlens))]
         # Each image attends only to itself.
-        outputs = [
-            F.scaled_dot_product_attention(qi.transpose(0, 1), ki.transpose(0, 1), vi.transpose(0, 1))
-            for qi, ki, vi in zip(q.split(seqlens), k.split(seqlens), v.split(seqlens))
-        ]
-        out = torch.cat([o.transpose(0, 1) for o in outputs]).reshape(tokens, -1)
-        return self.proj(out)
+        out = ops.varlen_attention(q, k, v, starts, seqlens, starts, seqlens, causal=False)
+        return self.proj(out.reshape(tokens, -1))
 
 
 def rotate_vision(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -56,8 +54,8 @@ class VisionBlock(nn.Module):
         self.attn = VisionAttention(cfg.hidden_size, cfg.num_heads, cfg.attention_bias)
         self.mlp = VisionMLP(cfg.hidden_size, cfg.out_hidden_size)
 
-    def forward(self, x, cos, sin, seqlens):
-        x = x + self.attn(self.norm1(x), cos, sin, seqlens)
+    def forward(self, x, cos, sin, seqlens, ops):
+        x = x + self.attn(self.norm1(x), cos, sin, seqlens, ops)
         return x + self.mlp(self.norm2(x))
 
 
@@ -118,6 +116,7 @@ class VisionTower(nn.Module):
         self.post_conv_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.downsample = nn.Conv2d(cfg.hidden_size, cfg.out_hidden_size, self.merge, stride=self.merge)
         self.post_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.ops: type[TorchOps] = TorchOps  # attention kernels: the reference until use_ops
         spatial_dim = cfg.hidden_size // cfg.num_heads // 2
         self.inv_freq = InverseFrequencies(cfg.rope_parameters["rope_theta"], spatial_dim)
 
@@ -130,7 +129,7 @@ class VisionTower(nn.Module):
         grid_hw = torch.tensor([[h, w] for t, h, w in grid_thw for _ in range(t * h * w)], device=x.device)
         x = self.embeddings(x, grid_hw.float(), h_pos.float(), w_pos.float())
         for block in self.blocks:
-            x = block(x, cos, sin, seqlens)
+            x = block(x, cos, sin, seqlens, self.ops)
         x = self.post_layernorm(x)
         x = x.view(-1, self.merge, self.merge, x.shape[-1]).permute(0, 3, 1, 2)
         x = self.merger(self.downsample(x).view(-1, self.out_hidden_size))

@@ -1,0 +1,117 @@
+"""FlashAttention-style attention for many sequences of different lengths in one launch:
+prefill chunks of the text decoder (causal, grouped KV heads, after any cached prefix) and the
+vision tower's per-image attention (not causal).
+
+Sequence i's queries are rows q_starts[i] .. q_starts[i] + q_lens[i] of `q`; its keys and values
+are rows k_starts[i] .. + k_lens[i] of `k` and `v`. Under `causal`, query j of a chunk sees keys
+up to j + (k_len - q_len): the chunk follows the cached part of its context.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+_LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _prefill_kernel(
+    q_ptr, k_ptr, v_ptr, out_ptr, q_starts_ptr, q_lens_ptr, k_starts_ptr, k_lens_ptr,
+    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+    scale_log2, group,
+    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    block_m = tl.program_id(0)
+    head = tl.program_id(1)
+    seq = tl.program_id(2)
+    q_len = tl.load(q_lens_ptr + seq)
+    if block_m * BLOCK_M >= q_len:
+        return
+    q_start = tl.load(q_starts_ptr + seq).to(tl.int64)
+    k_start = tl.load(k_starts_ptr + seq).to(tl.int64)
+    k_len = tl.load(k_lens_ptr + seq)
+    kv_head = head // group
+    rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < q_len
+    dims = tl.arange(0, HEAD_DIM)
+    q = tl.load(q_ptr + (q_start + rows)[:, None] * stride_qt + head * stride_qh + dims[None, :],
+                mask=row_ok[:, None], other=0.0)  # fmt: skip
+    best = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    total = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
+    shift = k_len - q_len  # keys before the chunk
+    end = k_len
+    if CAUSAL:
+        end = tl.minimum(k_len, (block_m + 1) * BLOCK_M + shift)
+    for start in range(0, end, BLOCK_N):
+        cols = start + tl.arange(0, BLOCK_N)
+        col_ok = cols < k_len
+        k = tl.load(k_ptr + (k_start + cols)[:, None] * stride_kt + kv_head * stride_kh + dims[None, :],
+                    mask=col_ok[:, None], other=0.0)  # fmt: skip
+        scores = tl.dot(q, tl.trans(k)) * scale_log2
+        allowed = col_ok[None, :]
+        if CAUSAL:
+            allowed = allowed & (cols[None, :] <= rows[:, None] + shift)
+        scores = tl.where(allowed, scores, float("-inf"))
+        new_best = tl.maximum(best, tl.max(scores, axis=1))
+        safe_best = tl.where(new_best == float("-inf"), 0.0, new_best)
+        p = tl.exp2(scores - safe_best[:, None])
+        correction = tl.exp2(best - safe_best)
+        total = total * correction + tl.sum(p, axis=1)
+        v = tl.load(v_ptr + (k_start + cols)[:, None] * stride_vt + kv_head * stride_vh + dims[None, :],
+                    mask=col_ok[:, None], other=0.0)  # fmt: skip
+        acc = acc * correction[:, None] + tl.dot(p.to(v.dtype), v)
+        best = new_best
+    out = acc / tl.where(total > 0, total, 1.0)[:, None]
+    tl.store(out_ptr + (q_start + rows)[:, None] * stride_ot + head * stride_oh + dims[None, :],
+             out.to(q.dtype), mask=row_ok[:, None])  # fmt: skip
+
+
+def varlen_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_starts: list[int], q_lens: list[int],
+    k_starts: list[int], k_lens: list[int], causal: bool, out: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """q: [Tq, heads, d]; k, v: [Tk, kv_heads, d] (channels contiguous). Writes each sequence's
+    rows of `out` ([Tq, heads, d]; rows of no sequence are left as they are)."""
+    heads, head_dim = q.shape[1], q.shape[2]
+    out = torch.empty_like(q) if out is None else out
+    if not q_lens:
+        return out
+    device = q.device
+
+    def ints(values):
+        return torch.tensor(values, dtype=torch.int32, device=device)
+
+    block_m = 128 if max(q_lens) >= 128 else 64
+    grid = (triton.cdiv(max(q_lens), block_m), heads, len(q_lens))
+    _prefill_kernel[grid](
+        q, k, v, out, ints(q_starts), ints(q_lens), ints(k_starts), ints(k_lens),
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
+        head_dim**-0.5 * _LOG2E, heads // k.shape[1],
+        CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=64, num_warps=8 if block_m == 128 else 4,
+        num_stages=2,
+    )  # fmt: skip
+    return out
+
+
+def varlen_attention_reference(
+    q, k, v, q_starts, q_lens, k_starts, k_lens, causal: bool, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The same through SDPA, one sequence at a time, with the masks the reference model uses."""
+    out = torch.empty_like(q) if out is None else out
+    for qs, ql, ks, kl in zip(q_starts, q_lens, k_starts, k_lens):
+        qi, ki, vi = q[qs : qs + ql], k[ks : ks + kl], v[ks : ks + kl]
+        mask, is_causal = None, False
+        if causal and 1 < ql < kl:  # a chunk after cached tokens: causal within the chunk
+            mask = torch.ones(ql, kl, dtype=torch.bool, device=q.device).tril(diagonal=kl - ql)
+        elif causal and ql > 1:
+            is_causal = True
+        attended = F.scaled_dot_product_attention(
+            qi.transpose(0, 1), ki.transpose(0, 1), vi.transpose(0, 1),
+            attn_mask=mask, is_causal=is_causal, enable_gqa=ki.shape[1] != qi.shape[1],
+        )  # fmt: skip
+        out[qs : qs + ql] = attended.transpose(0, 1)
+    return out
