@@ -120,14 +120,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--kernels", default="auto", choices=["auto", "triton", "torch"])
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=EngineConfig.max_num_batched_tokens)
     parser.add_argument("--profile", help="write a kernel-time table of one W1 request here")
     parser.add_argument("--json", help="also write the summary here")
     args = parser.parse_args()
     model = args.model or write_test_model(tempfile.mkdtemp(), size="full")
     start = time.perf_counter()
-    engine = Engine(EngineConfig(model=str(model), kernels=args.kernels, cuda_graphs=args.cuda_graphs))
+    engine = Engine(EngineConfig(model=str(model), kernels=args.kernels, cuda_graphs=args.cuda_graphs,
+                                 max_num_batched_tokens=args.max_num_batched_tokens))  # fmt: skip
     summary = {"device": engine.info.device, "dtype": engine.info.dtype, "kernels": args.kernels,
-               "cuda_graphs": args.cuda_graphs, "startup_s": round(time.perf_counter() - start, 1)}  # fmt: skip
+               "cuda_graphs": args.cuda_graphs, "max_num_batched_tokens": args.max_num_batched_tokens,
+               "startup_s": round(time.perf_counter() - start, 1)}  # fmt: skip
     asyncio.run(one_request(engine, request("W1", 10_000)))  # warm-up
     asyncio.run(one_request(engine, request("W2", 10_001)))
     summary["prepare_ms"] = {w: prepare_ms(engine, w) for w in ("W1", "W2")}

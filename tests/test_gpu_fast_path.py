@@ -53,7 +53,7 @@ def _logits_along(engine, prompt_request, tokens: list[int] | None, path: str) -
         for step in range(DECODE_STEPS + 1):
             count = seq.num_uncomputed
             engine.blocks.allocate(seq.block_table, seq.num_computed + count)
-            out = runner.execute([(seq, count)])[0].float().clone()  # the graph reuses its output buffer
+            out = runner.execute([(seq, count)])[1][0].clone()  # the graph reuses its output buffer
             seq.num_computed += count
             logits.append(out)
             token = tokens[step] if tokens is not None else int(out.argmax())

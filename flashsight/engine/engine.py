@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from flashsight.engine.batch_sampling import sample_batch
 from flashsight.engine.block_manager import BlockManager
 from flashsight.engine.config import EngineConfig
 from flashsight.engine.decode_runner import DecodeRunner
@@ -200,25 +201,34 @@ class Engine:
 
     def _step(self, batch: list[tuple[Sequence, int]]) -> None:
         try:
-            logits = self.runner.execute(batch)
+            ends, logits = self.runner.execute(batch)
         except Exception:  # a failed step fails its requests, never the engine
             log.exception("an engine step failed; its %d requests end with an error", len(batch))
             for seq, _ in batch:
                 self._fail(self._jobs[id(seq)])
             return
-        for index, (seq, count) in enumerate(batch):
+        for seq, count in batch:
+            seq.num_computed += count
+            computed_blocks = seq.num_computed // self.blocks.block_size
+            self.blocks.commit(seq.block_table, seq.block_keys(self.blocks.block_size)[:computed_blocks])
+        if ends:
+            self._sample([batch[i][0] for i in ends], logits)
+
+    def _sample(self, seqs: list[Sequence], logits) -> None:
+        """One token for each sequence: drawn together, then each request hears of its own."""
+        try:
+            tokens = sample_batch([seq.sampler for seq in seqs], logits)
+        except Exception:
+            log.exception("sampling failed for a step; its %d requests end with an error", len(seqs))
+            for seq in seqs:
+                self._fail(self._jobs[id(seq)])
+            return
+        for seq, token in zip(seqs, tokens):
             try:
-                self._advance(seq, count, logits.get(index))
+                self._append_token(self._jobs[id(seq)], token)
             except Exception:
                 log.exception("request %s failed after an engine step", seq.request_id)
                 self._fail(self._jobs[id(seq)])
-
-    def _advance(self, seq: Sequence, count: int, logits) -> None:
-        seq.num_computed += count
-        computed_blocks = seq.num_computed // self.blocks.block_size
-        self.blocks.commit(seq.block_table, seq.block_keys(self.blocks.block_size)[:computed_blocks])
-        if logits is not None:
-            self._append_token(self._jobs[id(seq)], int(seq.sampler.sample(logits)))
 
     def _fail(self, job: _Job) -> None:
         self._end(job)

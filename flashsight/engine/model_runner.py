@@ -24,10 +24,12 @@ class ModelRunner:
         self.decoder = decoder  # the fast path for steps that are all decodes
 
     @torch.inference_mode()
-    def execute(self, batch: list[Chunk]) -> dict[int, torch.Tensor]:
-        """Run the batch; return {index in batch: logits [vocab]} for chunks that end a sequence."""
+    def execute(self, batch: list[Chunk]) -> tuple[list[int], torch.Tensor]:
+        """Run the batch. Returns the indices in `batch` of the chunks that end their sequence's
+        known tokens, and their next-token logits [len(indices), vocab] float32 (a buffer the
+        next step may reuse: consume it first)."""
         if self.decoder is not None and self.decoder.accepts(batch):
-            return dict(enumerate(self.decoder.execute(batch)))
+            return list(range(len(batch))), self.decoder.execute(batch)
         ids, positions, chunks, new_slots, last_rows = [], [], [], [], []
         decode_rows, decode_seqs = [], []
         offset = 0
@@ -51,10 +53,9 @@ class ModelRunner:
         hidden = self.model(x, torch.cat(positions, dim=1).to(self.device), attention.attend)
         ends = [i for i, (seq, count) in enumerate(batch) if seq.num_computed + count == len(seq.token_ids)]
         if not ends:
-            return {}
+            return [], hidden.new_empty((0,))
         last_rows = torch.tensor([last_rows[i] for i in ends], device=self.device)
-        logits = self.model.logits(hidden[last_rows])
-        return dict(zip(ends, logits))
+        return ends, self.model.logits(hidden[last_rows])
 
     def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
         page = self.cache.block_size
