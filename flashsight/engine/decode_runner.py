@@ -2,8 +2,10 @@
 the paged cache through its block table.
 
 Inputs live in fixed buffers, so on a GPU each batch size (rounded up to a bucket) is captured
-once as a CUDA graph and replayed: one launch for the whole model instead of hundreds, which is
-what bounds a decode step at small batches. On a CPU the same code runs eagerly, unpadded.
+once, at start-up, as a CUDA graph and replayed: one launch for the whole model instead of
+hundreds, which is what bounds a decode step at small batches. Capturing at start-up, before any
+request arrives, keeps other threads' CUDA work (preparing requests) out of the capture. On a CPU
+the same code runs eagerly, unpadded.
 """
 
 from __future__ import annotations
@@ -88,15 +90,23 @@ class DecodeRunner:
         rows = len(batch)
         padded = self._bucket(rows) if self.use_graphs else rows
         self._fill(batch, padded)
-        if not self.use_graphs:
-            return self._forward(self.inputs.first(rows))
         if padded not in self.graphs:
-            logits = self._forward(self.inputs.first(padded))  # also compiles the kernels
-            self._capture(padded)
-            return logits[:rows]
+            return self._forward(self.inputs.first(padded))[:rows]
         graph, logits = self.graphs[padded]
         graph.replay()
         return logits[:rows]
+
+    @torch.inference_mode()
+    def capture_all(self) -> None:
+        """Capture a graph per bucket, largest first (the shared pool is sized once); every row
+        is padding, so nothing but the scratch slot is written."""
+        buckets = sorted({self._bucket(size) for size in _BUCKETS}, reverse=True)
+        self.inputs.slots.fill_(self.cache.scratch_slot)
+        self.inputs.context_lens.zero_()
+        for rows in buckets:
+            self._forward(self.inputs.first(rows))  # compiles the kernels outside the capture
+            self._capture(rows)
+        log.info("captured decode graphs for batches of %s sequences", ", ".join(map(str, sorted(buckets))))
 
     def _forward(self, inputs: DecodeInputs) -> torch.Tensor:
         attention = DecodeAttention(self.cache, inputs, self.text.ops)
@@ -106,7 +116,7 @@ class DecodeRunner:
     def _capture(self, rows: int) -> None:
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize(self.device)
-        with torch.cuda.graph(graph, pool=self.pool):
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             logits = self._forward(self.inputs.first(rows))
         self.graphs[rows] = (graph, logits)
         log.debug("captured a decode graph for %d sequences", rows)

@@ -74,6 +74,8 @@ class Engine:
         self.images = ImageCache(config.image_cache_mb * 2**20)
         ckpt.model.use_ops(pick_ops(config.kernels, ckpt.device))
         self.runner = ModelRunner(ckpt, cache, self.images, self._decode_runner(cache))
+        if ckpt.device.type == "cuda":
+            self.runner.warm_up()
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
         self.stats = EngineStats()
         self._grammars: GrammarCompiler | None = None
@@ -93,7 +95,10 @@ class Engine:
     def _decode_runner(self, cache: PagedKVCache) -> DecodeRunner:
         use_graphs = self.config.cuda_graphs and self.ckpt.device.type == "cuda"
         max_pages = -(-self.max_model_len // self.config.block_size)
-        return DecodeRunner(self.ckpt.model, cache, self.config.max_num_seqs, max_pages, use_graphs)
+        runner = DecodeRunner(self.ckpt.model, cache, self.config.max_num_seqs, max_pages, use_graphs)
+        if use_graphs:
+            runner.capture_all()
+        return runner
 
     @property
     def grammars(self) -> GrammarCompiler:
