@@ -239,8 +239,10 @@ def send_to(client: httpx.AsyncClient) -> RequestResult:
     return asyncio.run(go())
 
 
-def test_sse_stream_with_crlf_comments_and_no_usage_counts_chunks():
-    body = (b": keep-alive\r\n\r\ndata: {\"choices\": [{\"delta\": {\"content\": \"a\"}}]}\r\n\r\n"
+def test_sse_stream_with_crlf_pings_odd_chunks_and_no_usage_counts_chunks():
+    body = (b": keep-alive\r\n\r\nevent: ping\r\ndata:\r\n\r\n"
+            b"data: {\"choices\": [{\"delta\": {\"content\": \"a\"}}]}\r\n\r\n"
+            b"data: {\"choices\": {\"odd\": true}, \"error\": null}\r\n\r\n"
             b"data: {\"choices\": [{\"delta\": {\"content\": \"b\"}}]}\r\n\r\ndata: [DONE]\r\n\r\n")  # fmt: skip
     result = send_to(sse_server(200, body))
     assert result.ok and result.output_tokens == 2 and result.usage_reported is False

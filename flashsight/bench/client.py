@@ -57,13 +57,15 @@ class StreamTally:
     done: bool = False
 
     def read(self, data: str, now: float) -> None:
+        if not data.strip():  # a keep-alive event some servers send
+            return
         if data.strip() == "[DONE]":
             self.done = True
             return
         chunk = json.loads(data)
         if not isinstance(chunk, dict):
             raise StreamError(f"a stream chunk is not a JSON object: {_clip(data)}")
-        if "error" in chunk:
+        if chunk.get("error"):
             raise StreamError(error_message(chunk))
         if has_text(chunk):
             self.text_chunks += 1
@@ -75,13 +77,21 @@ class StreamTally:
 
 
 def has_text(chunk: dict[str, Any]) -> bool:
-    for choice in chunk.get("choices") or []:
-        delta = choice.get("delta") or {}
+    for choice in _dicts(chunk.get("choices")):
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            continue
         if any(isinstance(delta.get(field), str) and delta[field] for field in TEXT_FIELDS):
             return True
-        if any((call.get("function") or {}).get("arguments") for call in delta.get("tool_calls") or []):
+        if any(isinstance(call.get("function"), dict) and call["function"].get("arguments")
+               for call in _dicts(delta.get("tool_calls"))):  # fmt: skip
             return True
     return False
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The objects of a JSON list, so that an odd chunk from some server is skipped, not a crash."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def error_message(body: Any) -> str:
@@ -109,6 +119,8 @@ async def send(client: httpx.AsyncClient, url: str, request: PreparedRequest) ->
         return RequestResult(request.index, ok=False, error=f"no answer within the timeout ({url})")
     except httpx.TransportError as exc:
         return RequestResult(request.index, ok=False, error=f"could not reach {url}: {_describe(exc)}")
+    except httpx.HTTPError as exc:  # a broken response: bad encoding, redirects...
+        return RequestResult(request.index, ok=False, error=f"a broken response from {url}: {_describe(exc)}")
     except json.JSONDecodeError:
         return RequestResult(request.index, ok=False, error="a stream chunk is not valid JSON")
     end = time.perf_counter()
