@@ -16,6 +16,7 @@ from PIL import Image
 from server_process import REPO_ROOT, free_port
 
 from flashsight.bench.client import RequestResult, StreamError, StreamTally, send
+from flashsight.bench.environment import environment, is_local
 from flashsight.bench.images import photo_jpeg
 from flashsight.bench.stats import percentile, summarise
 from flashsight.bench.workloads import WORKLOADS, PreparedRequest, RequestFactory, RequestOptions
@@ -256,3 +257,11 @@ def test_http_error_and_cut_stream_become_clear_messages():
     assert not cut.ok and cut.error == "the stream ended without [DONE]"
     not_sse = send_to(sse_server(200, b'{"choices": []}', "application/json"))
     assert not not_sse.ok and "text/event-stream" in not_sse.error
+
+
+def test_gpus_are_read_only_for_a_server_on_this_machine():
+    assert is_local("http://127.0.0.1:8000/v1") and is_local("http://localhost:8000/v1")
+    assert is_local("http://[::1]:8000/v1")
+    assert not is_local("http://gpu-box.example:8000/v1")
+    remote = environment("http://gpu-box.example:8000/v1", "m")
+    assert (remote["server_is_local"], remote["gpus"], remote["model"]) == (False, None, "m")
