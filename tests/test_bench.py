@@ -265,3 +265,9 @@ def test_gpus_are_read_only_for_a_server_on_this_machine():
     assert not is_local("http://gpu-box.example:8000/v1")
     remote = environment("http://gpu-box.example:8000/v1", "m")
     assert (remote["server_is_local"], remote["gpus"], remote["model"]) == (False, None, "m")
+
+
+def test_unwritable_json_path_is_refused_before_the_run(tmp_path):
+    result = bench("--base-url", "http://127.0.0.1:1/v1", "--workload", "W2", "--json", str(tmp_path / "no" / "x.json"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"flashsight: error: --json {tmp_path / 'no' / 'x.json'}: its folder does not exist"

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import secrets
 import sys
+from pathlib import Path
 from typing import Any
 
 from flashsight.bench.report import TablePrinter, footnotes, write_json
@@ -79,7 +80,10 @@ def bench(args: argparse.Namespace) -> int:
     for note in footnotes(report, settings.workload.output_tokens):
         print(f"  {note}")
     if args.json:
-        write_json(report, args.json)
+        try:
+            write_json(report, args.json)
+        except OSError as exc:
+            return _fail(f"could not write {args.json}: {exc.strerror or exc}", EXIT_CANNOT_RUN)
         print(f"  wrote {args.json}")
     return _exit_status(report)
 
@@ -89,6 +93,8 @@ def settings_from(args: argparse.Namespace) -> BenchSettings:
         raise ValueError(f"--base-url must start with http:// or https://, not {args.base_url!r}")
     if args.timeout <= 0:
         raise ValueError("--timeout must be positive")
+    if args.json and not Path(args.json).resolve().parent.is_dir():  # found out now, not after the run
+        raise ValueError(f"--json {args.json}: its folder does not exist")
     workload = with_output_tokens(WORKLOADS[args.workload], args.output_tokens)
     return BenchSettings(
         base_url=args.base_url,
@@ -120,7 +126,10 @@ def _exit_status(report: BenchReport) -> int:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
