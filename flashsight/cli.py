@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- operations commands (logs) ----
 
     # ---- benchmark command ----
+    from flashsight.bench.command import add_bench_command
+
+    add_bench_command(commands)
 
     _add_make_test_model(commands)
     return parser
