@@ -93,6 +93,53 @@ async def level(engine: Engine, workload: str, concurrency: int, seed0: int) -> 
     }  # fmt: skip
 
 
+class StepTimer:
+    """Wall time of the engine loop's parts, per level: where a loaded step's time goes."""
+
+    def __init__(self, engine: Engine):
+        import torch
+
+        self.engine, self.sync = engine, torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+        self.reset()
+        runner, execute = engine.runner, engine.runner.execute
+
+        def timed_execute(batch):
+            kind = "decode steps" if runner.decoder is not None and runner.decoder.accepts(batch) else "mixed steps"
+            start = time.perf_counter()
+            result = execute(batch)
+            self.sync()
+            self.add(kind, start, tokens=sum(count for _, count in batch))
+            return result
+
+        runner.execute = timed_execute
+        for name in ("_sample", "_step", "_drop_cancelled"):
+            setattr(engine, name, self.wrap(name, getattr(engine, name)))
+        engine.scheduler.schedule = self.wrap("schedule", engine.scheduler.schedule)
+
+    def wrap(self, name, fn):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(name, start)
+
+        return timed
+
+    def add(self, name: str, start: float, tokens: int = 0) -> None:
+        entry = self.totals.setdefault(name, [0.0, 0, 0])
+        entry[0] += time.perf_counter() - start
+        entry[1] += 1
+        entry[2] += tokens
+
+    def reset(self) -> None:
+        self.totals: dict[str, list] = {}
+
+    def report(self) -> dict:
+        return {name: {"total_s": round(t, 2), "calls": n, **({"tokens": k} if k else {})}
+                for name, (t, n, k) in self.totals.items()}  # fmt: skip
+
+
 def prepare_ms(engine: Engine, workload: str) -> float:
     """CPU time to tokenize and preprocess one request's image (part of TTFT)."""
     chats = [request(workload, 90_000 + i) for i in range(5)]
@@ -137,10 +184,13 @@ def main() -> None:
     if args.profile:
         profile_one(engine, args.profile)
     summary["levels"] = []
+    timer = StepTimer(engine)
     for w_index, workload in enumerate(args.workload):
         levels = [1] if workload == "W1-repeat" else args.concurrency
         for c_index, concurrency in enumerate(levels):
+            timer.reset()
             result = asyncio.run(level(engine, workload, concurrency, 100_000 * (w_index + 1) + 1000 * c_index))
+            result["engine_loop"] = timer.report()
             print(json.dumps(result), flush=True)
             summary["levels"].append(result)
     summary["engine"] = engine.snapshot()
