@@ -60,7 +60,9 @@ class Engine:
         self.ckpt = ckpt = load_checkpoint(config)
         hf = ckpt.config
         self.max_model_len = config.max_model_len or hf.text_config.max_position_embeddings
-        self.prompts = PromptBuilder(ckpt.processor, hf.image_token_id, hf.vision_config.spatial_merge_size)
+        on_gpu = ckpt.device.type == "cuda"
+        self.prompts = PromptBuilder(ckpt.processor, hf.image_token_id, hf.vision_config.spatial_merge_size,
+                                     ckpt.device if on_gpu else None, ckpt.dtype if on_gpu else None)  # fmt: skip
         self.tokenizer = ckpt.processor.tokenizer
         self.info = ModelInfo(
             name=config.served_model_name or _model_name(config.model),

@@ -37,10 +37,14 @@ def fallback_template() -> str:
 
 
 class PromptBuilder:
-    def __init__(self, processor, image_token_id: int, merge_size: int):
+    def __init__(self, processor, image_token_id: int, merge_size: int, image_device=None, image_dtype=None):
         self.processor = processor
         self.image_token_id = image_token_id
         self.merge_size = merge_size
+        # On a GPU, the image processor resizes and normalises there (its own torchvision code,
+        # on CUDA tensors): tens of milliseconds of CPU per photo become one or two, and the
+        # patches are already where the vision tower reads them, in its dtype.
+        self.image_device, self.image_dtype = image_device, image_dtype
         self.template = processor.chat_template or fallback_template()
         # Fast tokenizers set their padding/truncation state per call: concurrent calls from
         # request threads would collide ("Already borrowed"), so encoding is serialized.
@@ -53,14 +57,18 @@ class PromptBuilder:
         text = self.render(template_messages, template_kwargs, tools)
         try:
             with self._encode_lock:
-                encoded = self.processor(text=[text], images=images or None, return_tensors="pt")
+                on_device = {"device": str(self.image_device)} if images and self.image_device is not None else {}
+                encoded = self.processor(text=[text], images=images or None, return_tensors="pt", **on_device)
         except ValueError as exc:  # e.g. an aspect ratio the image processor refuses
             raise InvalidRequestError(f"an image cannot be processed: {exc}", param="messages") from None
         ids = encoded["input_ids"][0].tolist()
         grids = [tuple(g) for g in encoded["image_grid_thw"].tolist()] if images else []
         positions = prompt_positions(ids, self.image_token_id, grids, self.merge_size)
+        pixels = encoded.get("pixel_values")
+        if pixels is not None and self.image_dtype is not None:
+            pixels = pixels.to(self.image_dtype)  # the vision tower's first cast, done early: half the memory
         return PreparedPrompt(
-            ids, positions, next_position(positions), encoded.get("pixel_values"), grids,
+            ids, positions, next_position(positions), pixels, grids,
             image_spans(ids, self.image_token_id), [image_hash(image) for image in images],
         )  # fmt: skip
 
