@@ -88,5 +88,6 @@ def test_requests_past_the_queue_get_503_with_retry_after(small_queue_server):
             if stats["running_requests"] == 0 and stats["waiting_requests"] == 0:
                 break
             time.sleep(0.05)
+        assert stats["gpu_memory"] is None  # the server runs on the CPU here
         ok = http.post("/v1/chat/completions", json={**long, "stream": False, "max_tokens": 2})
     assert ok.status_code == 200

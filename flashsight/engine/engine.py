@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import torch
 
 from flashsight.engine.batch_sampling import sample_batch
 from flashsight.engine.block_manager import BlockManager
@@ -120,7 +121,8 @@ class Engine:
 
     def snapshot(self) -> dict[str, Any]:
         """Statistics for metrics and the status page."""
-        return self.stats.snapshot(self.scheduler, self.blocks, self.images, self._incoming.qsize())
+        snapshot = self.stats.snapshot(self.scheduler, self.blocks, self.images, self._incoming.qsize())
+        return snapshot | {"gpu_memory": gpu_memory(self.ckpt.device)}
 
     async def generate(self, request: ChatRequest) -> AsyncIterator[GenerationEvent]:
         if len(self.scheduler.waiting) + self._incoming.qsize() >= self.config.max_queue:
@@ -262,6 +264,14 @@ class Engine:
     def _end(self, job: _Job) -> None:
         self.scheduler.finish(job.seq)
         del self._jobs[id(job.seq)]
+
+
+def gpu_memory(device: torch.device) -> dict[str, int] | None:
+    """The whole card's memory in use (every process's), or None off a GPU."""
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    return {"used_bytes": total - free, "total_bytes": total}
 
 
 def _model_name(model: str) -> str:

@@ -36,3 +36,12 @@ ANONYMOUS = Principal(kind="anonymous", name="local")
 def principal_of(connection: HTTPConnection) -> Principal:
     """The caller that the auth layer recorded on this request, or ANONYMOUS when auth is off."""
     return getattr(connection.state, "principal", ANONYMOUS)
+
+
+def client_ip_of(connection: HTTPConnection) -> str:
+    """The caller's address: what the security layer resolved (X-Forwarded-For from a trusted
+    proxy), else the socket's peer. Rate limits, bans and the audit log all use this one value."""
+    resolved = getattr(connection.state, "client_ip", None)
+    if resolved:
+        return resolved
+    return connection.client.host if connection.client else "unknown"
