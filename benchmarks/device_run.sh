@@ -11,7 +11,7 @@ python3 -m pytest -q -s -p no:cacheprovider tests/test_gpu_fast_path.py 2>&1 | g
 python3 benchmarks/inprocess.py --workload W1 W1-repeat W2 --concurrency 1 --profile "$OUT/profile.txt" \
   --json "$OUT/c1.json" 2>&1 | grep -v Warning | tee "$OUT/c1.log" | grep -E '^\{"workload|prepare_ms' -A2
 python3 benchmarks/inprocess.py --workload ${LOAD_WORKLOADS:-W1 W2} --concurrency ${LOAD_LEVELS:-8 32 100} \
-  --max-num-batched-tokens ${LOAD_TOKENS:-2048} --json "$OUT/load.json" 2>&1 | grep -v Warning | tee "$OUT/load.log" \
+  --max-num-batched-tokens ${LOAD_TOKENS:-8192} --json "$OUT/load.json" 2>&1 | grep -v Warning | tee "$OUT/load.log" \
   | grep -E '^\{"workload'
 [ -n "$STARTUP" ] && timeout 300 python3 benchmarks/startup.py 2>&1 | grep -v Warning | tee "$OUT/startup.log"
 head -25 "$OUT/profile.txt" | cut -c1-60,100-160

@@ -20,7 +20,7 @@ import tempfile
 import torch
 import torch.nn.functional as F
 import torch.profiler as tp
-from inprocess import level, request  # benchmarks/ is the script's folder
+from inprocess import level, one_request, request  # benchmarks/ is the script's folder
 
 from flashsight.engine.config import EngineConfig
 from flashsight.engine.engine import Engine
@@ -91,6 +91,18 @@ def parts_of_one_request(engine: Engine) -> dict:
     return out
 
 
+def profile_repeats(engine: Engine, out_dir: str) -> None:
+    """Three W1-repeat requests (the image and prompt already cached), by CPU time: a cached
+    request computes two tokens, so whatever its TTFT holds beyond that is overhead."""
+    asyncio.run(one_request(engine, request("W1-repeat", 0)))
+    with tp.profile(activities=[tp.ProfilerActivity.CPU, tp.ProfilerActivity.CUDA]) as prof:
+        ttfts = [asyncio.run(one_request(engine, request("W1-repeat", i)))["ttft_ms"] for i in range(3)]
+    print("W1-repeat TTFT under the profiler, ms:", [round(t, 1) for t in ttfts], flush=True)
+    table = prof.key_averages().table(sort_by="cpu_time_total", row_limit=40, max_name_column_width=70)
+    with open(os.path.join(out_dir, "profile_repeat.txt"), "w") as file:
+        file.write(table)
+
+
 def mark_ranges(engine: Engine) -> None:
     model = engine.ckpt.model
     encode, forward = model.encode_images, model.forward
@@ -117,6 +129,7 @@ def main() -> None:
     asyncio.run(level(engine, "W1", 2, 1))  # warm-up
     parts = parts_of_one_request(engine)
     print(json.dumps(parts, indent=2), flush=True)
+    profile_repeats(engine, args.out)
     mark_ranges(engine)
     with tp.profile(activities=[tp.ProfilerActivity.CPU, tp.ProfilerActivity.CUDA]) as prof:
         result = asyncio.run(level(engine, "W1", args.concurrency, 50_000))

@@ -75,7 +75,7 @@ def _add_engine_capacity(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--kv-cache-gb", type=float, help="KV cache size (default: fill the GPU up to --gpu-memory-utilization)")
     group.add_argument("--gpu-memory-utilization", type=float, help="share of GPU memory to use (default: 0.9)")
     group.add_argument("--max-num-seqs", type=int, help="requests generating at once (default: 256)")
-    group.add_argument("--max-num-batched-tokens", type=int, help="tokens per engine step; longer prompts are chunked (default: 2048)")
+    group.add_argument("--max-num-batched-tokens", type=int, help="tokens per engine step; longer prompts are chunked (default: 8192)")
     group.add_argument("--max-queue", type=int, help="requests waiting beyond this get 503 (default: 256)")
     group.add_argument("--image-cache-mb", type=int, help="memory for re-sent images' vision outputs; 0 turns it off (default: 512)")
     group.add_argument("--no-prefix-caching", dest="enable_prefix_caching", action="store_false", default=None,

@@ -41,6 +41,17 @@ def check_ops() -> None:
     got_q, got_k = TritonOps.apply_rope(q, k, cos, sin)
     close("rope (queries)", got_q, want_q)
     close("rope (keys)", got_k, want_k)
+    qkv = torch.randn(5, 3, 3, 16)  # the vision tower's q and k: strided views, 3 heads (padded to 4)
+    q, k = qkv[:, 0], qkv[:, 1]
+    angles = torch.randn(5, 8)
+    cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()
+    want_q, want_k = TorchOps.rotate_vision(q, k, cos, sin)
+    values = qkv[:, 2].clone()
+    got_q, got_k = TritonOps.rotate_vision(q, k, cos, sin)
+    close("vision rope (queries)", got_q, want_q)
+    close("vision rope (keys)", got_k, want_k)
+    if got_q.data_ptr() != q.data_ptr() or not torch.equal(qkv[:, 2], values):
+        sys.exit("vision rope must rotate q and k in place and leave the values alone")
 
 
 def check_paged_decode() -> None:

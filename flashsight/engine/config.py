@@ -20,7 +20,7 @@ class EngineConfig:
     kv_cache_gb: float | None = None  # KV cache size; default: from gpu_memory_utilization (GPU), 2 GB (CPU)
     gpu_memory_utilization: float = 0.9  # share of the GPU's memory flashsight may fill
     max_num_seqs: int = 256  # sequences in one batch
-    max_num_batched_tokens: int = 2048  # tokens computed per step; longer prompts are chunked
+    max_num_batched_tokens: int = 8192  # tokens computed per step; longer prompts are chunked
     enable_prefix_caching: bool = True
     image_cache_mb: int = 512  # vision-tower outputs kept for re-sent images; 0 turns it off
     kernels: str = "auto"  # auto (Triton on a GPU) | triton | torch (the reference ops everywhere)

@@ -71,13 +71,15 @@ class BatchAttention:
         return out
 
     def _attend_chunks(self, q, k, v, keys, values, out) -> None:
-        q_starts = [s.q_start for s in self.seqs]
-        q_lens = [s.q_len for s in self.seqs]
-        k_lens = [len(s.context_slots) for s in self.seqs]
-        if all(s.q_len == len(s.context_slots) for s in self.seqs):  # all start their sequence
-            k_src, v_src, k_starts = k, v, q_starts
-        else:
-            slots = torch.cat([s.context_slots for s in self.seqs])
-            k_src, v_src = keys[slots], values[slots]
+        """Chunks that start their sequence attend over the step's own keys; the others over
+        their context, gathered from the cache."""
+        fresh = [s for s in self.seqs if s.q_len == len(s.context_slots)]
+        later = [s for s in self.seqs if s.q_len != len(s.context_slots)]
+        if fresh:
+            self.ops.prompt_attention(q, k, v, [s.q_start for s in fresh], [s.q_len for s in fresh], out)
+        if later:
+            k_lens = [len(s.context_slots) for s in later]
+            slots = torch.cat([s.context_slots for s in later])
             k_starts = [sum(k_lens[:i]) for i in range(len(k_lens))]
-        self.ops.varlen_attention(q, k_src, v_src, q_starts, q_lens, k_starts, k_lens, causal=True, out=out)
+            q_starts, q_lens = [s.q_start for s in later], [s.q_len for s in later]
+            self.ops.varlen_attention(q, keys[slots], values[slots], q_starts, q_lens, k_starts, k_lens, True, out)

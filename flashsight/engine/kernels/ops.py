@@ -1,6 +1,7 @@
-"""The text decoder's fusable operations, as two interchangeable sets: the PyTorch reference
-(the arithmetic of transformers, op for op) and Triton kernels that compute the same in fewer
-launches. The model takes one set; `pick_ops` decides which."""
+"""The model's fusable operations and attention, as two interchangeable sets: the PyTorch
+reference (the arithmetic of transformers, op for op) and the fast set (Triton kernels that
+compute the same in fewer launches, and SDPA's fastest backend on a GPU where it beats them).
+The model takes one set; `pick_ops` decides which."""
 
 from __future__ import annotations
 
@@ -48,6 +49,23 @@ class TorchOps:
 
         return varlen_attention_reference(q, k, v, q_starts, q_lens, k_starts, k_lens, causal, out)
 
+    @classmethod
+    def prompt_attention(cls, q, k, v, starts: list[int], lens: list[int], out: torch.Tensor) -> torch.Tensor:
+        """Causal attention of chunks that start their sequence, over their own keys (rows
+        starts[i] .. + lens[i] of q, k, v); writes those rows of `out`."""
+        return cls.varlen_attention(q, k, v, starts, lens, starts, lens, causal=True, out=out)
+
+    @staticmethod
+    def rotate_vision(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """The vision tower's rotation of q and k ([T, heads, D]); cos, sin: [T, D] float32."""
+        return _rotate_vision(q, cos, sin), _rotate_vision(k, cos, sin)
+
+    @classmethod
+    def image_attention(cls, q, k, v, seqlens: list[int]) -> torch.Tensor:
+        """Each image's patches attend to all of that image's patches, and to nothing else."""
+        starts = [sum(seqlens[:i]) for i in range(len(seqlens))]
+        return cls.varlen_attention(q, k, v, starts, seqlens, starts, seqlens, causal=False)
+
 
 class TritonOps(TorchOps):
     name = "triton"
@@ -90,6 +108,41 @@ class TritonOps(TorchOps):
 
         return varlen_attention(q, k, v, q_starts, q_lens, k_starts, k_lens, causal, out)
 
+    @staticmethod
+    def rotate_vision(q, k, cos, sin):
+        from flashsight.engine.kernels.vision_rope import rotate_vision_
+
+        rotate_vision_(q, k, cos, sin)
+        return q, k
+
+    @staticmethod
+    def image_attention(q, k, v, seqlens: list[int]) -> torch.Tensor:
+        """Through SDPA's cuDNN backend on a GPU: measured on the H200 at 2.4x the Triton varlen
+        kernel for one 1024x1024 image's 5476 patches (564 against 232 TFLOP/s)."""
+        if q.device.type != "cuda":
+            return TorchOps.image_attention(q, k, v, seqlens)
+        out, start = torch.empty_like(q), 0
+        for length in seqlens:
+            rows = slice(start, start + length)
+            out[rows] = _sdpa(q[rows], k[rows], v[rows], causal=False)
+            start += length
+        return out
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    """One sequence's attention, [T, heads, D] in and out, with cuDNN's kernel first, then
+    FlashAttention's, then the memory-efficient one."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
+    try:
+        backends = sdpa_kernel(order, set_priority=True)
+    except TypeError:  # a PyTorch without priorities: any of the three
+        backends = sdpa_kernel(order)
+    with backends:
+        attended = F.scaled_dot_product_attention(*(t.transpose(0, 1).unsqueeze(0) for t in (q, k, v)), is_causal=causal)
+    return attended[0].transpose(0, 1)
+
 
 def pick_ops(kernels: str, device: torch.device) -> type[TorchOps]:
     """kernels: "auto" (Triton on a GPU, the reference on a CPU), "triton" or "torch"."""
@@ -106,6 +159,18 @@ def rotate_interleaved(x: torch.Tensor) -> torch.Tensor:
     """The text decoder's rotation: neighbouring pairs (GPT-J layout)."""
     even, odd = x[..., 0::2], x[..., 1::2]
     return torch.stack((-odd, even), dim=-1).flatten(-2)
+
+
+def _rotate_vision(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # The reference rotates in float32 whatever the model dtype.
+    xf = x.float()
+    return (xf * cos.unsqueeze(1) + rotate_half(xf) * sin.unsqueeze(1)).to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """The vision tower's rotation: halves swapped (NeoX layout)."""
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
 
 
 def _partial_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -41,11 +41,5 @@ class InverseFrequencies:
         return self._by_device[device]
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """The vision tower's rotation: halves swapped (NeoX layout)."""
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
-
-
 def silu_and_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return nn.functional.silu(gate) * up

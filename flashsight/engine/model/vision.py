@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from flashsight.engine.kernels.ops import TorchOps
-from flashsight.engine.model.layers import InverseFrequencies, RMSNorm, rotate_half, silu_and_mul
+from flashsight.engine.model.layers import InverseFrequencies, RMSNorm, silu_and_mul
 
 
 class VisionMLP(nn.Module):
@@ -32,18 +34,8 @@ class VisionAttention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, seqlens: list[int], ops) -> torch.Tensor:
         tokens = x.shape[0]
         q, k, v = self.qkv(x).view(tokens, 3, self.num_heads, self.head_dim).unbind(1)
-        q, k = rotate_vision(q, cos, sin), rotate_vision(k, cos, sin)
-        starts = [sum(seqlens[:i]) for i in range(len(seqlens))]
-        # Each image attends only to itself.
-        out = ops.varlen_attention(q, k, v, starts, seqlens, starts, seqlens, causal=False)
-        return self.proj(out.reshape(tokens, -1))
-
-
-def rotate_vision(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # The reference rotates in float32 whatever the model dtype.
-    xf = x.float()
-    out = xf * cos.unsqueeze(1) + rotate_half(xf) * sin.unsqueeze(1)
-    return out.to(x.dtype)
+        q, k = ops.rotate_vision(q, k, cos, sin)
+        return self.proj(ops.image_attention(q, k, v, seqlens).reshape(tokens, -1))
 
 
 class VisionBlock(nn.Module):
@@ -55,8 +47,8 @@ class VisionBlock(nn.Module):
         self.mlp = VisionMLP(cfg.hidden_size, cfg.out_hidden_size)
 
     def forward(self, x, cos, sin, seqlens, ops):
-        x = x + self.attn(self.norm1(x), cos, sin, seqlens, ops)
-        return x + self.mlp(self.norm2(x))
+        x = x + self.attn(ops.rms_norm(x, self.norm1.weight, self.norm1.eps), cos, sin, seqlens, ops)
+        return x + self.mlp(ops.rms_norm(x, self.norm2.weight, self.norm2.eps))
 
 
 class PatchMerger(nn.Module):
@@ -81,27 +73,51 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv3d(cfg.in_channels, cfg.hidden_size, kernel_size=self.kernel, stride=self.kernel)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        pixels = pixels.view(-1, self.in_channels, *self.kernel).to(self.proj.weight.dtype)
-        return self.proj(pixels).flatten(1)
+        # A convolution whose stride is its kernel is one matrix product over flattened patches
+        # (the processor's rows are flattened in the weight's channel, time, row, column order);
+        # as a product it runs on the matrix units, where cuDNN picks a far slower convolution.
+        weight = self.proj.weight
+        patches = pixels.reshape(-1, weight[0].numel()).to(weight.dtype)
+        return F.linear(patches, weight.view(weight.shape[0], -1), self.proj.bias)
 
 
 class PositionEmbedding(nn.Module):
-    """A learned square grid of position embeddings, resampled bicubically to each image's grid."""
+    """A learned square grid of position embeddings, resampled bicubically to each image's grid.
+
+    The resampled table depends only on the grid's shape, and images of one shape recur (one
+    camera's photos, one screen's screenshots), so the last few shapes' tables are kept."""
+
+    _KEPT_GRIDS = 8
 
     def __init__(self, cfg):
         super().__init__()
         side = cfg.image_size // cfg.patch_size
         self.position_embedding = nn.Embedding(side * side, cfg.hidden_size)
+        self._by_grid: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
 
-    def forward(self, x: torch.Tensor, grid_hw: torch.Tensor, h_pos: torch.Tensor, w_pos: torch.Tensor):
+    def forward(self, x: torch.Tensor, grid_thw: list[tuple[int, int, int]], merge: int) -> torch.Tensor:
+        return x + torch.cat([self._table(h, w, merge, x.device).repeat(t, 1) for t, h, w in grid_thw])
+
+    def _table(self, h: int, w: int, merge: int, device) -> torch.Tensor:
+        table = self._by_grid.get((h, w))
+        if table is None:
+            table = self._by_grid[(h, w)] = self._resample(h, w, merge, device)
+            if len(self._by_grid) > self._KEPT_GRIDS:
+                self._by_grid.popitem(last=False)
+        self._by_grid.move_to_end((h, w))
+        return table
+
+    def _resample(self, h: int, w: int, merge: int, device) -> torch.Tensor:
+        """[h * w, hidden], rows in the processor's patch order."""
+        h_pos, w_pos = patch_positions([(1, h, w)], merge, device)
         table = self.position_embedding.weight
         side = int(table.shape[0] ** 0.5)
         table_2d = table.view(side, side, -1).permute(2, 0, 1).unsqueeze(0).float()
-        norm_w = ((w_pos + 0.5) / grid_hw[:, 1]) * 2 - 1
-        norm_h = ((h_pos + 0.5) / grid_hw[:, 0]) * 2 - 1
+        norm_w = ((w_pos.float() + 0.5) / w) * 2 - 1
+        norm_h = ((h_pos.float() + 0.5) / h) * 2 - 1
         grid = torch.stack((norm_w, norm_h), dim=-1).view(1, -1, 1, 2)
         sampled = F.grid_sample(table_2d, grid, mode="bicubic", align_corners=False, padding_mode="border")
-        return x + sampled.view(table.shape[1], -1).t().to(table.dtype)
+        return sampled.view(table.shape[1], -1).t().to(table.dtype)
 
 
 class VisionTower(nn.Module):
@@ -124,16 +140,18 @@ class VisionTower(nn.Module):
         """pixels: the processor's patch rows for all images; returns one tensor per image."""
         h_pos, w_pos = patch_positions(grid_thw, self.merge, pixels.device)
         seqlens = [t * h * w for t, h, w in grid_thw]
-        x = self.post_conv_layernorm(self.patch_embed(pixels))
+        x = self._norm(self.post_conv_layernorm, self.patch_embed(pixels))
         cos, sin = self.rotary(h_pos, w_pos)
-        grid_hw = torch.tensor([[h, w] for t, h, w in grid_thw for _ in range(t * h * w)], device=x.device)
-        x = self.embeddings(x, grid_hw.float(), h_pos.float(), w_pos.float())
+        x = self.embeddings(x, grid_thw, self.merge)
         for block in self.blocks:
             x = block(x, cos, sin, seqlens, self.ops)
-        x = self.post_layernorm(x)
+        x = self._norm(self.post_layernorm, x)
         x = x.view(-1, self.merge, self.merge, x.shape[-1]).permute(0, 3, 1, 2)
         x = self.merger(self.downsample(x).view(-1, self.out_hidden_size))
         return list(x.split([n // self.merge**2 for n in seqlens]))
+
+    def _norm(self, norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
+        return self.ops.rms_norm(x, norm.weight, norm.eps)
 
     def rotary(self, h_pos: torch.Tensor, w_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inv_freq = self.inv_freq.on(h_pos.device)
