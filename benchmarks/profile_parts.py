@@ -24,6 +24,7 @@ from inprocess import level, one_request, request  # benchmarks/ is the script's
 
 from flashsight.engine.config import EngineConfig
 from flashsight.engine.engine import Engine
+from flashsight.engine.kernels.varlen_spans import VarlenSpans
 from flashsight.engine.testmodel import write_test_model
 
 
@@ -49,7 +50,8 @@ def attention_kernels(ops, tokens: int, heads: int, kv_heads: int, causal: bool)
     k = torch.randn(tokens, kv_heads, dim, device="cuda", dtype=torch.bfloat16)
     v = torch.randn_like(k)
     flops = 4 * tokens * tokens * heads * dim / (2 if causal else 1)
-    results = {"triton_varlen": cuda_ms(lambda: ops.varlen_attention(q, k, v, [0], [tokens], [0], [tokens], causal))}
+    spans = VarlenSpans.square([tokens])
+    results = {"triton_varlen": cuda_ms(lambda: ops.varlen_attention(q, k, v, spans, causal))}
     qt, kt, vt = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
     if kv_heads != heads:
         kt, vt = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (kt, vt))

@@ -71,11 +71,12 @@ def check_paged_decode() -> None:
 
 def check_varlen() -> None:
     from flashsight.engine.kernels.prefill_attention import varlen_attention, varlen_attention_reference
+    from flashsight.engine.kernels.varlen_spans import VarlenSpans
 
     torch.manual_seed(2)
     q, k, v = torch.randn(200, 4, 32), torch.randn(260, 2, 32), torch.randn(260, 2, 32)
     # a fresh prompt, a one-token chunk after a cached prefix, a chunk after a cached prefix
-    args = (q, k, v, [0, 70, 75], [70, 5, 100], [0, 90, 100], [70, 10, 150])
+    args = (q, k, v, VarlenSpans([0, 70, 75], [70, 5, 100], [0, 90, 100], [70, 10, 150]))
     for causal in (True, False):
         got, want = varlen_attention(*args, causal=causal), varlen_attention_reference(*args, causal=causal)
         close(f"varlen attention (causal={causal})", got[:175], want[:175])

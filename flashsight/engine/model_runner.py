@@ -6,7 +6,9 @@ from __future__ import annotations
 import torch
 
 from flashsight.engine.decode_runner import DecodeRunner
+from flashsight.engine.host_copy import to_device
 from flashsight.engine.image_cache import ImageCache
+from flashsight.engine.kernels.varlen_spans import VarlenSpans
 from flashsight.engine.loader import LoadedCheckpoint
 from flashsight.engine.paged_attention import BatchAttention, DecodeRows, PagedKVCache, SeqSlice
 from flashsight.engine.sequence import Sequence
@@ -42,19 +44,19 @@ class ModelRunner:
                 decode_rows.append(offset)
                 decode_seqs.append(seq)
             else:
-                context = torch.tensor(self._slots(seq.block_table, 0, start + count), device=self.device)
+                context = to_device(self._slots(seq.block_table, 0, start + count), self.device)
                 chunks.append(SeqSlice(offset, count, context))
             offset += count
             last_rows.append(offset - 1)
-        x = self.model.embed(torch.tensor(ids, device=self.device), [])
+        x = self.model.embed(to_device(ids, self.device), [])
         self._insert_images(x, batch)
-        attention = BatchAttention(self.cache, torch.tensor(new_slots, device=self.device), chunks,
+        attention = BatchAttention(self.cache, to_device(new_slots, self.device), chunks,
                                    self._decode_rows(decode_rows, decode_seqs), self.model.model.language_model.ops)  # fmt: skip
-        hidden = self.model(x, torch.cat(positions, dim=1).to(self.device), attention.attend)
+        hidden = self.model(x, to_device(torch.cat(positions, dim=1), self.device), attention.attend)
         ends = [i for i, (seq, count) in enumerate(batch) if seq.num_computed + count == len(seq.token_ids)]
         if not ends:
             return [], hidden.new_empty((0,))
-        last_rows = torch.tensor([last_rows[i] for i in ends], device=self.device)
+        last_rows = to_device([last_rows[i] for i in ends], self.device)
         return ends, self.model.logits(hidden[last_rows])
 
     @torch.inference_mode()
@@ -68,7 +70,7 @@ class ModelRunner:
             for rows in (16, 256):  # both tile heights
                 q = torch.randn(rows, heads, dim, device=self.device, dtype=self.ckpt.dtype)
                 k = torch.randn(rows, kv_heads, dim, device=self.device, dtype=self.ckpt.dtype)
-                ops.varlen_attention(q, k, k, [0], [rows], [0], [rows], causal)
+                ops.varlen_attention(q, k, k, VarlenSpans.square([rows]), causal)
 
     def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
         page = self.cache.block_size
@@ -82,7 +84,7 @@ class ModelRunner:
         for i, seq in enumerate(seqs):
             tables[i, : len(seq.block_table)] = torch.tensor(seq.block_table, dtype=torch.int32)
         lens = torch.tensor([seq.num_computed + 1 for seq in seqs], dtype=torch.int32)
-        return DecodeRows(torch.tensor(rows, device=self.device), tables.to(self.device), lens.to(self.device))
+        return DecodeRows(to_device(rows, self.device), to_device(tables, self.device), to_device(lens, self.device))
 
     def _insert_images(self, x: torch.Tensor, batch: list[Chunk]) -> None:
         """Overwrite image placeholder rows with the rows of their image's embeddings."""

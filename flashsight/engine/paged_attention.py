@@ -6,10 +6,12 @@ tokens' keys and values to their slots, then each sequence attends over its own 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from flashsight.engine.kernels.varlen_spans import VarlenSpans
 
 
 class PagedKVCache:
@@ -55,6 +57,7 @@ class BatchAttention:
     seqs: list[SeqSlice]  # the chunks of more than one token
     decode: DecodeRows | None
     ops: Any
+    _chunk_spans: tuple | None = field(default=None, init=False, repr=False)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         keys, values = self.cache.keys[layer], self.cache.values[layer]
@@ -73,13 +76,22 @@ class BatchAttention:
     def _attend_chunks(self, q, k, v, keys, values, out) -> None:
         """Chunks that start their sequence attend over the step's own keys; the others over
         their context, gathered from the cache."""
-        fresh = [s for s in self.seqs if s.q_len == len(s.context_slots)]
-        later = [s for s in self.seqs if s.q_len != len(s.context_slots)]
-        if fresh:
-            self.ops.prompt_attention(q, k, v, [s.q_start for s in fresh], [s.q_len for s in fresh], out)
-        if later:
+        fresh, later, later_slots = self._spans()
+        if len(fresh):
+            self.ops.varlen_attention(q, k, v, fresh, True, out)
+        if len(later):
+            self.ops.varlen_attention(q, keys[later_slots], values[later_slots], later, True, out)
+
+    def _spans(self) -> tuple[VarlenSpans, VarlenSpans, torch.Tensor | None]:
+        """The same for every layer of the step: worked out at the first."""
+        if self._chunk_spans is None:
+            fresh = [s for s in self.seqs if s.q_len == len(s.context_slots)]
+            later = [s for s in self.seqs if s.q_len != len(s.context_slots)]
             k_lens = [len(s.context_slots) for s in later]
-            slots = torch.cat([s.context_slots for s in later])
-            k_starts = [sum(k_lens[:i]) for i in range(len(k_lens))]
-            q_starts, q_lens = [s.q_start for s in later], [s.q_len for s in later]
-            self.ops.varlen_attention(q, keys[slots], values[slots], q_starts, q_lens, k_starts, k_lens, True, out)
+            later_spans = VarlenSpans([s.q_start for s in later], [s.q_len for s in later],
+                                      [sum(k_lens[:i]) for i in range(len(k_lens))], k_lens)  # fmt: skip
+            fresh_starts, fresh_lens = [s.q_start for s in fresh], [s.q_len for s in fresh]
+            fresh_spans = VarlenSpans(fresh_starts, fresh_lens, fresh_starts, fresh_lens)
+            slots = torch.cat([s.context_slots for s in later]) if later else None
+            self._chunk_spans = (fresh_spans, later_spans, slots)
+        return self._chunk_spans

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from flashsight.engine.kernels.varlen_spans import VarlenSpans
+
 _LOG2E = 1.4426950408889634
 
 
@@ -71,24 +73,20 @@ def _prefill_kernel(
 
 
 def varlen_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_starts: list[int], q_lens: list[int],
-    k_starts: list[int], k_lens: list[int], causal: bool, out: torch.Tensor | None = None,
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: VarlenSpans, causal: bool,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """q: [Tq, heads, d]; k, v: [Tk, kv_heads, d] (channels contiguous). Writes each sequence's
     rows of `out` ([Tq, heads, d]; rows of no sequence are left as they are)."""
     heads, head_dim = q.shape[1], q.shape[2]
     out = torch.empty_like(q) if out is None else out
-    if not q_lens:
+    if not len(spans):
         return out
-    device = q.device
-
-    def ints(values):
-        return torch.tensor(values, dtype=torch.int32, device=device)
-
-    block_m = 128 if max(q_lens) >= 128 else 64
-    grid = (triton.cdiv(max(q_lens), block_m), heads, len(q_lens))
+    q_starts, q_lens, k_starts, k_lens = spans.on(q.device)
+    block_m = 128 if max(spans.q_lens) >= 128 else 64
+    grid = (triton.cdiv(max(spans.q_lens), block_m), heads, len(spans))
     _prefill_kernel[grid](
-        q, k, v, out, ints(q_starts), ints(q_lens), ints(k_starts), ints(k_lens),
+        q, k, v, out, q_starts, q_lens, k_starts, k_lens,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         head_dim**-0.5 * _LOG2E, heads // k.shape[1],
         CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=64, num_warps=8 if block_m == 128 else 4,
@@ -98,11 +96,11 @@ def varlen_attention(
 
 
 def varlen_attention_reference(
-    q, k, v, q_starts, q_lens, k_starts, k_lens, causal: bool, out: torch.Tensor | None = None
+    q, k, v, spans: VarlenSpans, causal: bool, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     """The same through SDPA, one sequence at a time, with the masks the reference model uses."""
     out = torch.empty_like(q) if out is None else out
-    for qs, ql, ks, kl in zip(q_starts, q_lens, k_starts, k_lens):
+    for qs, ql, ks, kl in zip(spans.q_starts, spans.q_lens, spans.k_starts, spans.k_lens):
         qi, ki, vi = q[qs : qs + ql], k[ks : ks + kl], v[ks : ks + kl]
         mask, is_causal = None, False
         if causal and 1 < ql < kl:  # a chunk after cached tokens: causal within the chunk

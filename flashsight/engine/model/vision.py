@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flashsight.engine.kernels.ops import TorchOps
+from flashsight.engine.kernels.varlen_spans import VarlenSpans
 from flashsight.engine.model.layers import InverseFrequencies, RMSNorm, silu_and_mul
 
 
@@ -31,11 +32,11 @@ class VisionAttention(nn.Module):
         self.qkv = nn.Linear(hidden, hidden * 3, bias=bias)
         self.proj = nn.Linear(hidden, hidden, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, seqlens: list[int], ops) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, spans: VarlenSpans, ops) -> torch.Tensor:
         tokens = x.shape[0]
         q, k, v = self.qkv(x).view(tokens, 3, self.num_heads, self.head_dim).unbind(1)
         q, k = ops.rotate_vision(q, k, cos, sin)
-        return self.proj(ops.image_attention(q, k, v, seqlens).reshape(tokens, -1))
+        return self.proj(ops.image_attention(q, k, v, spans).reshape(tokens, -1))
 
 
 class VisionBlock(nn.Module):
@@ -46,8 +47,8 @@ class VisionBlock(nn.Module):
         self.attn = VisionAttention(cfg.hidden_size, cfg.num_heads, cfg.attention_bias)
         self.mlp = VisionMLP(cfg.hidden_size, cfg.out_hidden_size)
 
-    def forward(self, x, cos, sin, seqlens, ops):
-        x = x + self.attn(ops.rms_norm(x, self.norm1.weight, self.norm1.eps), cos, sin, seqlens, ops)
+    def forward(self, x, cos, sin, spans: VarlenSpans, ops):
+        x = x + self.attn(ops.rms_norm(x, self.norm1.weight, self.norm1.eps), cos, sin, spans, ops)
         return x + self.mlp(ops.rms_norm(x, self.norm2.weight, self.norm2.eps))
 
 
@@ -143,8 +144,9 @@ class VisionTower(nn.Module):
         x = self._norm(self.post_conv_layernorm, self.patch_embed(pixels))
         cos, sin = self.rotary(h_pos, w_pos)
         x = self.embeddings(x, grid_thw, self.merge)
+        spans = VarlenSpans.square(seqlens)  # each image attends to itself
         for block in self.blocks:
-            x = block(x, cos, sin, seqlens, self.ops)
+            x = block(x, cos, sin, spans, self.ops)
         x = self._norm(self.post_layernorm, x)
         x = x.view(-1, self.merge, self.merge, x.shape[-1]).permute(0, 3, 1, 2)
         x = self.merger(self.downsample(x).view(-1, self.out_hidden_size))
