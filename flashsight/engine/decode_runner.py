@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 
-from flashsight.engine.host_copy import staged
 from flashsight.engine.paged_attention import PagedKVCache
 from flashsight.engine.sequence import Sequence
 
@@ -148,10 +147,9 @@ class DecodeRunner:
         positions = [axis + [0] * pad for axis in positions]
         slots += [self.cache.scratch_slot] * pad
         lens += [0] * pad
-        inputs, device = self.inputs, self.device
-        inputs.token_ids[:padded].copy_(staged(token_ids, torch.long, device), non_blocking=True)
-        inputs.positions[:, :padded].copy_(staged(positions, torch.long, device), non_blocking=True)
-        inputs.slots[:padded].copy_(staged(slots, torch.long, device), non_blocking=True)
-        inputs.context_lens[:padded].copy_(staged(lens, torch.int32, device), non_blocking=True)
-        inputs.block_tables[:padded, :widest].copy_(tables.pin_memory() if device.type == "cuda" else tables,
-                                                    non_blocking=True)  # fmt: skip
+        inputs = self.inputs
+        inputs.token_ids[:padded].copy_(torch.tensor(token_ids), non_blocking=True)
+        inputs.positions[:, :padded].copy_(torch.tensor(positions), non_blocking=True)
+        inputs.slots[:padded].copy_(torch.tensor(slots), non_blocking=True)
+        inputs.context_lens[:padded].copy_(torch.tensor(lens, dtype=torch.int32), non_blocking=True)
+        inputs.block_tables[:padded, :widest].copy_(tables, non_blocking=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 
 from flashsight.engine.decode_runner import DecodeRunner
-from flashsight.engine.host_copy import to_device
 from flashsight.engine.image_cache import ImageCache
 from flashsight.engine.kernels.varlen_spans import VarlenSpans
 from flashsight.engine.loader import LoadedCheckpoint
@@ -44,19 +43,19 @@ class ModelRunner:
                 decode_rows.append(offset)
                 decode_seqs.append(seq)
             else:
-                context = to_device(self._slots(seq.block_table, 0, start + count), self.device)
+                context = torch.tensor(self._slots(seq.block_table, 0, start + count), device=self.device)
                 chunks.append(SeqSlice(offset, count, context))
             offset += count
             last_rows.append(offset - 1)
-        x = self.model.embed(to_device(ids, self.device), [])
+        x = self.model.embed(torch.tensor(ids, device=self.device), [])
         self._insert_images(x, batch)
-        attention = BatchAttention(self.cache, to_device(new_slots, self.device), chunks,
+        attention = BatchAttention(self.cache, torch.tensor(new_slots, device=self.device), chunks,
                                    self._decode_rows(decode_rows, decode_seqs), self.model.model.language_model.ops)  # fmt: skip
-        hidden = self.model(x, to_device(torch.cat(positions, dim=1), self.device), attention.attend)
+        hidden = self.model(x, torch.cat(positions, dim=1).to(self.device), attention.attend)
         ends = [i for i, (seq, count) in enumerate(batch) if seq.num_computed + count == len(seq.token_ids)]
         if not ends:
             return [], hidden.new_empty((0,))
-        last_rows = to_device([last_rows[i] for i in ends], self.device)
+        last_rows = torch.tensor([last_rows[i] for i in ends], device=self.device)
         return ends, self.model.logits(hidden[last_rows])
 
     @torch.inference_mode()
@@ -84,7 +83,7 @@ class ModelRunner:
         for i, seq in enumerate(seqs):
             tables[i, : len(seq.block_table)] = torch.tensor(seq.block_table, dtype=torch.int32)
         lens = torch.tensor([seq.num_computed + 1 for seq in seqs], dtype=torch.int32)
-        return DecodeRows(to_device(rows, self.device), to_device(tables, self.device), to_device(lens, self.device))
+        return DecodeRows(torch.tensor(rows, device=self.device), tables.to(self.device), lens.to(self.device))
 
     def _insert_images(self, x: torch.Tensor, batch: list[Chunk]) -> None:
         """Overwrite image placeholder rows with the rows of their image's embeddings."""

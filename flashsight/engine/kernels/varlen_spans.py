@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from flashsight.engine.host_copy import to_device
-
 
 @dataclass
 class VarlenSpans:
     """Where each sequence's queries and keys sit in a varlen batch: sequence i's queries are
     rows q_starts[i] .. + q_lens[i], its keys rows k_starts[i] .. + k_lens[i]. Built once per step
-    and shared by every layer, so the kernel's copy of it reaches the GPU once."""
+    and shared by every layer, so the kernel's copy of it reaches the GPU once: a copy from a
+    Python list waits for the GPU's queue to drain, and one per layer kept the CPU from ever
+    getting ahead of the GPU."""
 
     q_starts: list[int]
     q_lens: list[int]
@@ -33,6 +33,6 @@ class VarlenSpans:
     def on(self, device: torch.device) -> torch.Tensor:
         """[4, n] int32: q_starts, q_lens, k_starts, k_lens."""
         if self._on_device is None or self._on_device.device != device:
-            rows = torch.tensor([self.q_starts, self.q_lens, self.k_starts, self.k_lens], dtype=torch.int32)
-            self._on_device = to_device(rows, device)
+            rows = [self.q_starts, self.q_lens, self.k_starts, self.k_lens]
+            self._on_device = torch.tensor(rows, dtype=torch.int32, device=device)
         return self._on_device
