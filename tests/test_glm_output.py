@@ -196,9 +196,17 @@ def test_out_of_range_or_inverted_boxes_are_not_boxes():
     ]
 
 
-def reader_for(guided: GuidedDecoding | None, **options) -> OutputReader:
-    request = ChatRequest("r", [{"role": "user", "content": "hi"}], SamplingParams(guided=guided), {}, TOOLS)
+def reader_for(guided: GuidedDecoding | None, template_kwargs: dict | None = None, **options) -> OutputReader:
+    request = ChatRequest("r", [{"role": "user", "content": "hi"}], SamplingParams(guided=guided), template_kwargs or {}, TOOLS)
     return OutputReader(request, **options)
+
+
+def test_a_request_with_thinking_off_reads_a_bare_end_tag_as_stray():
+    text = "Plan.</think>Answer."
+    assert reader_for(None).parse(text).reasoning_content == "Plan."
+    off = reader_for(None, {"enable_thinking": False})
+    assert (off.parse(text).reasoning_content, off.parse(text).content) == ("", "Plan.Answer.")
+    assert [d.content for d in off.stream().feed(text)] == ["Plan.", "Answer."]  # nothing held back
 
 
 def test_json_under_a_grammar_is_read_verbatim():

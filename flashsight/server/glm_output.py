@@ -34,6 +34,8 @@ _BOX = re.compile(r"\[\s*(\d{1,4})\s*,\s*(\d{1,4})\s*,\s*(\d{1,4})\s*,\s*(\d{1,4
 _JSON_LABEL = re.compile(r'"(?:label|name|text)"\s*:\s*"([^"]{1,80})"')
 _LABEL_JUNK = " \t\n:=-–—([{\"'`*,#>"
 _MAX_LABEL = 60
+# How much of a thinking output a stream may hold back while it shows no think tag: enough for a
+# short thought whose opening tag is missing, little for a plain answer to wait (~250 tokens).
 EARLY_REASONING_CHARS = 1024
 
 State = Literal["undecided", "reasoning", "content", "call"]
@@ -146,9 +148,8 @@ class StreamParser:
     ):
         self.strings = string_parameters(tools)
         self.parallel_calls = parallel_calls
-        self.content_tags = [THINK_OPEN, THINK_CLOSE, BOX_OPEN, BOX_CLOSE] + ([CALL_OPEN] if parse_tools else [])
-        if not markup:
-            self.content_tags = []
+        tags = [THINK_OPEN, THINK_CLOSE, BOX_OPEN, BOX_CLOSE] + ([CALL_OPEN] if parse_tools else [])
+        self.content_tags = tags if markup else []
         self.state: State = "undecided" if thinking and markup else "content"
         self.buffer = ""
         self.reasoning = _Channel()
