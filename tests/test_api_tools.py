@@ -16,6 +16,7 @@ from server_process import png_bytes
 from test_guided_decoding import WEATHER_TOOL as FORCED_TOOL
 
 GREEDY = {"temperature": 0, "max_tokens": 20}
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
 HELLO = [{"role": "user", "content": "What is the weather in Paris?"}]
 WEATHER = {
     "type": "function",
@@ -62,9 +63,7 @@ def test_thinking_can_be_switched_off_both_ways(client, model_id):
     assert off > thinking  # "/nothink" and a pre-filled empty <think></think>
 
 
-
-
-@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+@pytest.mark.parametrize("choice", ["required", NAMED])
 def test_forced_tool_choice_yields_a_schema_valid_call(client, model_id, choice):
     for seed in range(3):
         reply = client.chat.completions.create(
@@ -99,3 +98,105 @@ def test_streamed_answer_with_tools_splits_like_the_whole_one(client, model_id):
     streamed_calls = [call.function.name for delta in deltas for call in delta.tool_calls or [] if call.id]
     assert streamed_calls == [call.function.name for call in whole.message.tool_calls or []]
     assert chunks[-1].choices[0].finish_reason == whole.finish_reason
+
+
+def forced(client: OpenAI, model_id: str, tools: list[dict], choice, seed: int, **options):
+    return client.chat.completions.create(
+        model=model_id, messages=HELLO, tools=tools, tool_choice=choice, temperature=1.0, seed=seed,
+        **{"max_tokens": 400, **options},
+    )  # fmt: skip
+
+
+def reassembled_calls(chunks) -> list[tuple[str, str, dict]]:
+    """The streamed calls as OpenAI clients rebuild them: by index, argument pieces concatenated."""
+    calls: dict[int, dict] = {}
+    for delta in (chunk.choices[0].delta for chunk in chunks if chunk.choices):
+        for piece in delta.tool_calls or []:
+            call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] += piece.id or ""
+            call["name"] += piece.function.name or ""
+            call["arguments"] += piece.function.arguments or ""
+    return [(c["id"], c["name"], json.loads(c["arguments"])) for _, c in sorted(calls.items())]
+
+
+REPORT = {
+    "type": "function",
+    "function": {
+        "name": "report",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "defects": {
+                    "type": "array", "maxItems": 2,
+                    "items": {"type": "object", "properties": {"kind": {"enum": ["dent", "scratch"]},
+                              "size": {"type": "integer", "minimum": 0, "maximum": 9}},
+                              "required": ["kind", "size"], "additionalProperties": False},
+                },
+                "urgent": {"type": "boolean"},
+            },
+            "required": ["defects", "urgent"],
+            "additionalProperties": False,
+        },
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("choice", ["required", NAMED])
+def test_streamed_forced_call_reassembles_to_the_whole_answers_call(client, model_id, choice):
+    # One call; then calls one after another until max_tokens cuts them (the cut one is text).
+    for seed, options in [(0, {"parallel_tool_calls": False}), (1, {"max_tokens": 250})]:
+        whole = forced(client, model_id, [FORCED_TOOL, REPORT], choice, seed, **options).choices[0]
+        chunks = list(forced(client, model_id, [FORCED_TOOL, REPORT], choice, seed, stream=True, **options))
+        streamed = reassembled_calls(chunks)
+        expected = [(c.function.name, json.loads(c.function.arguments)) for c in whole.message.tool_calls]
+        assert [(name, arguments) for _, name, arguments in streamed] == expected and expected
+        assert all(call_id.startswith("call_") for call_id, _, _ in streamed)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (whole.message.content or "")
+        assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.finish_reason
+        if "parallel_tool_calls" in options:
+            assert len(expected) == 1 and whole.finish_reason == "tool_calls"
+
+
+NO_PARAMETERS = {"type": "function", "function": {"name": "ping", "description": "Is the camera on?"}}
+EMPTY_PARAMETERS = {"type": "function", "function": {"name": "snapshot", "parameters": {"type": "object", "properties": {}}}}
+
+
+@pytest.mark.parametrize("tool", [NO_PARAMETERS, EMPTY_PARAMETERS])
+def test_forced_call_with_zero_arguments(client, model_id, tool):
+    name = tool["function"]["name"]
+    reply = forced(client, model_id, [tool], {"type": "function", "function": {"name": name}}, seed=0)
+    (call,) = reply.choices[0].message.tool_calls
+    assert call.function.name == name and json.loads(call.function.arguments) == {}
+
+
+def test_forced_call_with_nested_values_validates(client, model_id):
+    for seed in range(3):
+        reply = forced(client, model_id, [REPORT], "required", seed, parallel_tool_calls=False)
+        (call,) = reply.choices[0].message.tool_calls
+        jsonschema.validate(json.loads(call.function.arguments), REPORT["function"]["parameters"])
+
+
+def test_a_real_call_goes_round_the_loop(client, model_id):
+    """The model's own call (forced), sent back with its result, is rendered and answered."""
+    made = forced(client, model_id, [FORCED_TOOL], NAMED, seed=3).choices[0].message
+    (call,) = made.tool_calls
+
+    def answer(result: str):
+        messages = [
+            *HELLO,
+            {"role": "assistant", "content": made.content, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": result},
+        ]
+        return client.chat.completions.create(model=model_id, messages=messages, tools=[FORCED_TOOL], **GREEDY)
+
+    short, longer = answer("18 degrees"), answer("18 degrees, cloudy, with a cold wind from the north")
+    assert short.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    assert longer.usage.prompt_tokens > short.usage.prompt_tokens  # the tool's result reached the model
+    rendered_call = short.usage.prompt_tokens - prompt_tokens(client, model_id, HELLO, tools=[FORCED_TOOL])
+    assert rendered_call > len(json.loads(call.function.arguments))  # so did the call, argument by argument
+
+
+def test_tools_with_one_name_twice_are_a_400(client, model_id):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=model_id, messages=HELLO, tools=[WEATHER, WEATHER])
+    assert "unique" in caught.value.body["message"]

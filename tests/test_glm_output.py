@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from flashsight.server.glm_output import StreamParser, find_boxes, parse_output
+from flashsight.engine.types import ChatRequest, GuidedDecoding, SamplingParams
+from flashsight.server.glm_output import EARLY_REASONING_CHARS, OutputReader, StreamParser, find_boxes, parse_output
 
 WEATHER = {
     "type": "function",
@@ -39,6 +40,18 @@ CASES = {
     "thinking_off": ("A red square.", {"thinking": False}, ("", "A red square.", [])),
     "thinking_off_with_think_block": ("<think>x</think>\nSure.", {"thinking": False}, ("x", "Sure.", [])),
     "end_tag_without_start_tag": ("I should answer.</think>\nYes.", {}, ("I should answer.", "Yes.", [])),
+    "end_tag_without_start_tag_thinking_off": ("I should.</think>\nYes.", {"thinking": False}, ("", "I should.\nYes.", [])),
+    "end_tag_without_start_tag_after_a_box": (
+        "<|begin_of_box|>a<|end_of_box|> b</think>c",
+        {},
+        ("<|begin_of_box|>a<|end_of_box|> b", "c", []),
+    ),
+    "end_tag_too_late_to_end_reasoning": (
+        "x" * EARLY_REASONING_CHARS + "y</think>z",
+        {},
+        ("", "x" * EARLY_REASONING_CHARS + "yz", []),
+    ),
+    "think_block_after_an_answer": ("Sure. <think>hm</think> Done.", {}, ("hm", "Sure.  Done.", [])),
     "thinking_cut_short": ("<think>\nStill thinking", {}, ("Still thinking", "", [])),
     "zero_argument_call": ("<tool_call>search\n</tool_call>", {}, ("", "", [("search", {})])),
     "zero_argument_call_no_newline": ("<tool_call>search</tool_call>", {}, ("", "", [("search", {})])),
@@ -74,6 +87,21 @@ CASES = {
         {},
         ("The cup is left.", "cup [10,20,30,40]", [("search", {"q": "cup"})]),
     ),
+    "second_call_dropped_without_parallel_calls": (
+        call("get_weather", city="Oslo") + "\n" + call("get_weather", city="Rome") + " done",
+        {"parallel_calls": False},
+        ("", "done", [("get_weather", {"city": "Oslo"})]),
+    ),
+    "broken_second_call_stays_text_without_parallel_calls": (
+        call("search", q="a") + "<tool_call>\n</tool_call>",
+        {"parallel_calls": False},
+        ("", "<tool_call>\n</tool_call>", [("search", {"q": "a"})]),
+    ),
+    "markup_off_keeps_tags_verbatim": (
+        '{"note": "</think><|begin_of_box|><tool_call>x</tool_call>"}',
+        {"markup": False},
+        ("", '{"note": "</think><|begin_of_box|><tool_call>x</tool_call>"}', []),
+    ),
     "calls_not_parsed_when_tools_off": (
         call("search", q="x"),
         {"parse_tools": False},
@@ -97,9 +125,7 @@ def test_one_shot(name):
 @pytest.mark.parametrize("name", list(CASES))
 def test_streaming_one_character_at_a_time_matches(name):
     text, options, _ = CASES[name]
-    if name == "end_tag_without_start_tag":
-        pytest.skip("streamed, text before a </think> without <think> has already gone out as content")
-    parser = StreamParser(TOOLS, parse_tools=options.get("parse_tools", True))
+    parser = StreamParser(TOOLS, **options)
     deltas = [delta for char in text for delta in parser.feed(char)] + parser.finish()
     expected = parse_output(text, TOOLS, **options)
     assert "".join(d.reasoning_content for d in deltas if d.reasoning_content) == expected.reasoning_content
@@ -118,8 +144,32 @@ def streamed_calls(deltas) -> list[tuple[str, dict]]:
     return [(c["name"], json.loads(c["arguments"])) for _, c in sorted(calls.items())]
 
 
-def test_tag_prefixes_are_held_back_until_known():
+@pytest.mark.parametrize("name", ["end_tag_without_start_tag", "end_tag_too_late_to_end_reasoning", "thinking_call_and_box"])
+def test_streaming_in_uneven_pieces_matches(name):
+    text, options, _ = CASES[name]
+    parser = StreamParser(TOOLS, **options)
+    pieces = [text[i : i + 7] for i in range(0, len(text), 7)]
+    deltas = [delta for piece in pieces for delta in parser.feed(piece)] + parser.finish()
+    expected = parse_output(text, TOOLS, **options)
+    assert "".join(d.reasoning_content for d in deltas if d.reasoning_content) == expected.reasoning_content
+    assert "".join(d.content for d in deltas if d.content) == expected.content
+    assert streamed_calls(deltas) == calls_of(expected)
+
+
+def test_a_thinking_output_without_tags_is_held_back_only_until_it_cannot_be_reasoning():
     parser = StreamParser(TOOLS)
+    assert parser.feed("x" * EARLY_REASONING_CHARS) == []  # a </think> may still come
+    assert [d.content for d in parser.feed("12345678")] == ["x" * EARLY_REASONING_CHARS + "12345678"]
+    assert [d.content for d in parser.feed("go on")] == ["go on"]
+
+
+def test_a_thinking_output_streams_at_once_after_its_think_tag():
+    parser = StreamParser(TOOLS)
+    assert [d.reasoning_content for d in parser.feed("<think>Look")] == ["Look"]
+
+
+def test_tag_prefixes_are_held_back_until_known():
+    parser = StreamParser(TOOLS, thinking=False)
     assert [d.content for d in parser.feed("Hi <tool")] == ["Hi"]
     assert parser.feed("_c") == []
     assert [d.content for d in parser.feed("x")] == [" <tool_cx"]  # not a tag after all
@@ -144,3 +194,29 @@ def test_out_of_range_or_inverted_boxes_are_not_boxes():
     assert find_boxes("[0,0,1001,5] [10,10,5,20] [1,2,3,4]") == [
         {"label": None, "box_1000": [1, 2, 3, 4], "image_index": None, "box_pixels": None}
     ]
+
+
+def reader_for(guided: GuidedDecoding | None, template_kwargs: dict | None = None, **options) -> OutputReader:
+    request = ChatRequest("r", [{"role": "user", "content": "hi"}], SamplingParams(guided=guided), template_kwargs or {}, TOOLS)
+    return OutputReader(request, **options)
+
+
+def test_a_request_with_thinking_off_reads_a_bare_end_tag_as_stray():
+    text = "Plan.</think>Answer."
+    assert reader_for(None).parse(text).reasoning_content == "Plan."
+    off = reader_for(None, {"enable_thinking": False})
+    assert (off.parse(text).reasoning_content, off.parse(text).content) == ("", "Plan.Answer.")
+    assert [d.content for d in off.stream().feed(text)] == ["Plan.", "Answer."]  # nothing held back
+
+
+def test_json_under_a_grammar_is_read_verbatim():
+    text = '{"a": "<think>x</think> [1,2,3,4]"}'
+    reader = reader_for(GuidedDecoding("json_object"))
+    assert reader.parse(text).content == text
+    assert reader.boxes(text) == []
+
+
+def test_forced_calls_are_parsed_and_parallel_calls_off_keeps_the_first():
+    text = call("search", q="a") + call("search", q="b")
+    assert calls_of(reader_for(GuidedDecoding("tool_calls", "{}")).parse(text)) == [("search", {"q": "a"}), ("search", {"q": "b"})]
+    assert calls_of(reader_for(None, parallel_tool_calls=False).parse(text)) == [("search", {"q": "a"})]

@@ -49,11 +49,12 @@ async def run(engine: Engine, params: SamplingParams, request_id: str = "g"):
     return text, finish
 
 
-def test_json_schema_holds_for_a_hundred_seeds(engine):
+def test_json_schema_holds_for_many_seeds(engine):
+    """Twenty here, on a larger schema; tests/test_api_structured.py asks a hundred through the API."""
     guided = GuidedDecoding("json_schema", json.dumps(SCHEMA))
 
     async def all_seeds():
-        params = [SamplingParams(max_tokens=200, temperature=1.0, seed=seed, guided=guided) for seed in range(100)]
+        params = [SamplingParams(max_tokens=200, temperature=1.0, seed=seed, guided=guided) for seed in range(20)]
         return await asyncio.gather(*(run(engine, p, f"s{i}") for i, p in enumerate(params)))
 
     for text, finish in asyncio.run(all_seeds()):

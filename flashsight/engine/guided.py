@@ -48,7 +48,8 @@ class GrammarCompiler:
             return self._compiler.compile_grammar(spec)
         except Exception as exc:  # xgrammar names the unsupported feature or the syntax error
             message = " ".join(str(exc).split())[:300]
-            raise InvalidRequestError(f"the {kind.replace('_', ' ')} cannot be enforced: {message}", param="response_format") from None
+            param = "tools" if kind == "tool_calls" else "response_format"
+            raise InvalidRequestError(f"the {kind.replace('_', ' ')} cannot be enforced: {message}", param=param) from None
 
     def _tool_call_tag(self, spec: dict):
         # xgrammar's GLM format (named for GLM-4.7) also accepts GLM-4.5/4.6's newlines between

@@ -4,13 +4,15 @@ The model writes `<think>...</think>` before its answer, calls tools as
 `<tool_call>NAME\\n<arg_key>K</arg_key>\\n<arg_value>V</arg_value>\\n...</tool_call>`, and may
 wrap its answer in `<|begin_of_box|>...<|end_of_box|>`. One state machine (`StreamParser`) reads
 the text in pieces of any size; `parse_output` feeds it the whole text at once, so a streamed
-answer and a complete one split the same way (one exception below).
+answer and a complete one split the same way, however the stream is cut.
 
 Reasoning follows vLLM's glm45 parser: text after `<think>` up to `</think>` (or to the end, when
-cut short) is reasoning; a stray `</think>` is dropped. A complete output with `</think>` but no
-`<think>` before it (a template that pre-fills `<think>`) has reasoning up to `</think>`; streamed,
-that text has already gone out as content, as in vLLM. Malformed tool-call markup stays in the
-content as it was written, never an error.
+cut short) is reasoning; a stray `</think>` is dropped. With thinking on, a `</think>` within the
+first `EARLY_REASONING_CHARS` characters and no `<think>` before it ends reasoning that began
+with the output (the model left out the opening tag): the start of a thinking output is held back
+until a think tag or that many characters say which it is. GLM writes `<think>` first, so this
+costs a stream nothing in the usual case. Malformed tool-call markup stays in the content as it was
+written, never an error; with `parallel_calls` off, calls after the first are dropped.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ _BOX = re.compile(r"\[\s*(\d{1,4})\s*,\s*(\d{1,4})\s*,\s*(\d{1,4})\s*,\s*(\d{1,4
 _JSON_LABEL = re.compile(r'"(?:label|name|text)"\s*:\s*"([^"]{1,80})"')
 _LABEL_JUNK = " \t\n:=-–—([{\"'`*,#>"
 _MAX_LABEL = 60
+# How much of a thinking output a stream may hold back while it shows no think tag: enough for a
+# short thought whose opening tag is missing, little for a plain answer to wait (~250 tokens).
+EARLY_REASONING_CHARS = 1024
 
-State = Literal["reasoning", "content", "call"]
+State = Literal["undecided", "reasoning", "content", "call"]
 
 
 @dataclass(frozen=True)
@@ -129,12 +134,23 @@ class _Channel:
 
 class StreamParser:
     """Feed text deltas, get `Delta`s out in order. Text that may be the start of a tag is held
-    back until the next piece (or `finish`) says what it is."""
+    back until the next piece (or `finish`) says what it is. `markup=False` reads the output as
+    plain content, tags and all (JSON under a grammar: a string value may spell `</think>`)."""
 
-    def __init__(self, tools: list[dict[str, Any]] | None = None, *, parse_tools: bool = True):
-        self.parse_tools = parse_tools
+    def __init__(
+        self,
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        parse_tools: bool = True,
+        thinking: bool = True,
+        parallel_calls: bool = True,
+        markup: bool = True,
+    ):
         self.strings = string_parameters(tools)
-        self.state: State = "content"
+        self.parallel_calls = parallel_calls
+        tags = [THINK_OPEN, THINK_CLOSE, BOX_OPEN, BOX_CLOSE] + ([CALL_OPEN] if parse_tools else [])
+        self.content_tags = tags if markup else []
+        self.state: State = "undecided" if thinking and markup else "content"
         self.buffer = ""
         self.reasoning = _Channel()
         self.content = _Channel()
@@ -149,6 +165,8 @@ class StreamParser:
 
     def finish(self) -> list[Delta]:
         """The end of the output: whatever is held back is plain text of the current state."""
+        if self.state == "undecided":
+            self.state = "content"
         out = self.feed("")
         rest, self.buffer = self.buffer, ""
         if self.state == "reasoning":
@@ -167,6 +185,18 @@ class StreamParser:
     def _step(self, out: list[Delta]) -> bool:
         return getattr(self, f"_step_{self.state}")(out)
 
+    def _step_undecided(self, out: list[Delta]) -> bool:
+        index, tag = _first_tag(self.buffer, [THINK_OPEN, THINK_CLOSE])
+        if tag == THINK_CLOSE and index <= EARLY_REASONING_CHARS:
+            self._reason(self.buffer[:index], out)
+            self.buffer = self.buffer[index + len(tag) :]
+            self.state = "content"
+            return True
+        if tag is not None or len(self.buffer) >= EARLY_REASONING_CHARS + len(THINK_CLOSE):
+            self.state = "content"  # the output began as an answer (or with <think>): read it so
+            return True
+        return False
+
     def _step_reasoning(self, out: list[Delta]) -> bool:
         index, tag = _first_tag(self.buffer, [THINK_CLOSE])
         if tag is None:
@@ -180,7 +210,7 @@ class StreamParser:
         return True
 
     def _step_content(self, out: list[Delta]) -> bool:
-        tags = [THINK_OPEN, THINK_CLOSE, BOX_OPEN, BOX_CLOSE] + ([CALL_OPEN] if self.parse_tools else [])
+        tags = self.content_tags
         index, tag = _first_tag(self.buffer, tags)
         if tag is None:
             safe = _safe_prefix(self.buffer, tags)
@@ -202,7 +232,7 @@ class StreamParser:
         call = parse_call(body, self.strings)
         if call is None:
             self._say(CALL_OPEN + body + CALL_CLOSE, out)
-        else:
+        elif self.parallel_calls or not self.tool_calls:
             self._call(call, out)
         return True
 
@@ -230,6 +260,8 @@ def _first_tag(text: str, tags: list[str]) -> tuple[int, str | None]:
 
 def _safe_prefix(text: str, tags: list[str]) -> int:
     """How much of `text` can be emitted: all but a tail that may begin one of `tags`."""
+    if not tags:
+        return len(text)
     for start in range(max(0, len(text) - max(map(len, tags)) + 1), len(text)):
         tail = text[start:]
         if any(tag.startswith(tail) for tag in tags):
@@ -237,18 +269,9 @@ def _safe_prefix(text: str, tags: list[str]) -> int:
     return len(text)
 
 
-def parse_output(
-    text: str, tools: list[dict[str, Any]] | None = None, *, parse_tools: bool = True, thinking: bool = True
-) -> ParsedOutput:
-    """A complete output at once. It splits as streaming does, and more: a `</think>` with no
-    `<think>` before it ends reasoning that started with the output (vLLM's glm45 does the same
-    when not streaming; a stream has shown that text as content by then)."""
-    before, end_tag, after = text.partition(THINK_CLOSE)
-    early_reasoning = thinking and end_tag and THINK_OPEN not in before
-    parser = StreamParser(tools, parse_tools=parse_tools)
-    if early_reasoning:
-        parser.reasoning.push(before)
-        text = after
+def parse_output(text: str, tools: list[dict[str, Any]] | None = None, **options: bool) -> ParsedOutput:
+    """A complete output at once; `options` are `StreamParser`'s."""
+    parser = StreamParser(tools, **options)
     parser.feed(text)
     parser.finish()
     return parser.result()
@@ -297,20 +320,27 @@ def _to_pixels(corners: list[int], size: tuple[int, int]) -> list[int]:
 
 
 class OutputReader:
-    """How one request's output is read: tool calls only when tools were offered, boxes only
-    when the output is free text (not JSON under a grammar), scaled to the last image."""
+    """How one request's output is read: tool calls only when tools were offered (one at most
+    when parallel calls are off), JSON under a grammar verbatim, boxes only in free text, scaled
+    to the last image."""
 
-    def __init__(self, request: ChatRequest) -> None:
+    def __init__(self, request: ChatRequest, *, parallel_tool_calls: bool = True) -> None:
         self.tools = request.tools
-        self.thinking = bool(request.chat_template_kwargs.get("enable_thinking", True))
-        self.with_boxes = request.sampling.guided is None
+        guided = request.sampling.guided
+        self.with_boxes = guided is None
+        self.options = {
+            "parse_tools": self.tools is not None,
+            "thinking": bool(request.chat_template_kwargs.get("enable_thinking", True)),
+            "parallel_calls": parallel_tool_calls,
+            "markup": guided is None or guided.kind == "tool_calls",
+        }
         self.image_index, self.image_size = last_image(request.messages)
 
     def stream(self) -> StreamParser:
-        return StreamParser(self.tools, parse_tools=self.tools is not None)
+        return StreamParser(self.tools, **self.options)
 
     def parse(self, text: str) -> ParsedOutput:
-        return parse_output(text, self.tools, parse_tools=self.tools is not None, thinking=self.thinking)
+        return parse_output(text, self.tools, **self.options)
 
     def boxes(self, content: str) -> list[dict[str, Any]]:
         return find_boxes(content, self.image_index, self.image_size) if self.with_boxes else []

@@ -168,6 +168,14 @@ class ChatCompletionRequest(RequestModel):
     parallel_tool_calls: StrictBool | None = None
     response_format: ResponseFormat | None = None
 
+    @field_validator("tools")
+    @classmethod
+    def _unique_names(cls, tools: list[Tool] | None) -> list[Tool] | None:
+        names = [tool.function.name for tool in tools or []]
+        if len(set(names)) < len(names):
+            raise ValueError("function names must be unique")
+        return tools
+
     @field_validator("tool_choice")
     @classmethod
     def _forced_call_is_possible(cls, choice: Any, info: ValidationInfo) -> Any:
@@ -202,7 +210,8 @@ class ChatCompletionRequest(RequestModel):
         if self.forces_tool_call():
             choice = self.tool_choice if isinstance(self.tool_choice, str) else self.tool_choice.model_dump()
             parallel = self.parallel_tool_calls is not False
-            spec = {"tools": self.template_tools(), "tool_choice": choice, "parallel_tool_calls": parallel}
+            tools = [_with_parameters(tool) for tool in self.template_tools() or []]
+            spec = {"tools": tools, "tool_choice": choice, "parallel_tool_calls": parallel}
             return GuidedDecoding("tool_calls", json.dumps(spec))
         fmt = self.response_format
         if fmt is None or fmt.type == "text":
@@ -262,6 +271,12 @@ class ChatCompletionRequest(RequestModel):
 
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
+
+
+def _with_parameters(tool: dict[str, Any]) -> dict[str, Any]:
+    """A function without `parameters` takes none, as OpenAI reads it (a grammar would allow any)."""
+    empty = {"type": "object", "properties": {}, "additionalProperties": False}
+    return {**tool, "function": {"parameters": empty, **tool["function"]}}
 
 
 # ---- responses ------------------------------------------------------------------------------

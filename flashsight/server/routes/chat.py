@@ -27,7 +27,7 @@ async def create_chat_completion(
     meta = CompletionMeta(id=chat_request.request_id, created=int(time.time()), model=engine.info.name)
     events = engine.generate(chat_request)
     first = await _first_event(events)  # request errors and overload surface here, as 4xx/503
-    reader = OutputReader(chat_request)
+    reader = OutputReader(chat_request, parallel_tool_calls=body.parallel_tool_calls is not False)
     if body.stream:
         return stream_response(first, events, meta, body.include_usage(), reader)
     try:
