@@ -9,6 +9,7 @@ export class Attachments {
   constructor({ list, note, longSide, maxBytes, maxImages }) {
     Object.assign(this, { list, note, longSide, maxBytes, maxImages });
     this.items = [];
+    this.notes = [];
   }
 
   async add(files) {
@@ -30,7 +31,7 @@ export class Attachments {
         notes.push(`${file.name || 'That file'} could not be read as an image.`);
       }
     }
-    this.showNote(notes.join(' '));
+    this.showNotes([...this.notes, ...notes]);
     this.render();
   }
 
@@ -38,13 +39,15 @@ export class Attachments {
     const taken = this.items;
     this.items = [];
     this.render();
-    this.showNote('');
+    this.showNotes([]);
     return taken;
   }
 
-  showNote(text) {
-    this.note.textContent = text;
-    this.note.hidden = !text;
+  // Notes stay until the images are sent, so none goes unseen.
+  showNotes(notes) {
+    this.notes = notes;
+    this.note.textContent = notes.join(' ');
+    this.note.hidden = !notes.length;
   }
 
   render() {

@@ -108,6 +108,14 @@ function toggle(buttonId, onToggle) {
 toggle('toggle-settings', (open) => { byId('settings').hidden = !open; });
 toggle('toggle-sidebar', (open) => byId('sidebar').classList.toggle('open', open));
 
+byId('close-sidebar').addEventListener('click', closeSidebar);
+byId('chat').addEventListener('click', (event) => {
+  if (!event.target.closest('#toggle-sidebar')) closeSidebar();
+});
+document.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape') closeSidebar();
+});
+
 function closeSidebar() {
   byId('sidebar').classList.remove('open');
   byId('toggle-sidebar').setAttribute('aria-expanded', 'false');

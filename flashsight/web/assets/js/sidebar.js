@@ -35,7 +35,7 @@ export class Sidebar {
     const open = button(item.title, 'open', () => this.onOpen(item.id), `Open conversation ${item.title}`);
     if (item.id === this.currentId) open.setAttribute('aria-current', 'true');
     const rename = button('\u270e', 'rename', () => this.startRename(entry, item), `Rename ${item.title}`);
-    const remove = button('\u{1f5d1}', 'delete', () => this.confirmDelete(remove, item), `Delete ${item.title}`);
+    const remove = button('\u2715', 'delete', () => this.confirmDelete(remove, item), `Delete ${item.title}`);
     remove.addEventListener('blur', () => resetDelete(remove, item));
     entry.append(open, rename, remove);
     return entry;
@@ -90,6 +90,6 @@ export class Sidebar {
 
 function resetDelete(remove, item) {
   remove.classList.remove('confirming');
-  remove.textContent = '\u{1f5d1}';
+  remove.textContent = '\u2715';
   remove.setAttribute('aria-label', `Delete ${item.title}`);
 }
