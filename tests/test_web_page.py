@@ -101,10 +101,14 @@ def assert_nothing_ran(page) -> None:
 def test_send_text_and_get_a_streamed_answer(page, api):
     open_page(page)
     set_max_tokens(page, 12)
-    page.get_by_label("Message text").fill("Hello there")
-    page.get_by_label("Message text").press("Enter")
+    prompt = page.get_by_label("Message text")
+    prompt.fill("Hello there")
+    prompt.press("Shift+Enter")
+    prompt.press_sequentially("second line")
+    assert prompt.input_value() == "Hello there\nsecond line"
+    prompt.press("Enter")
     answer = wait_for_answer(page)
-    assert page.locator("article.message.user .text").last.inner_text() == "Hello there"
+    assert page.locator("article.message.user .text").last.inner_text() == "Hello there\nsecond line"
     assert answer.locator(".content").inner_text().strip()
     assert "first token" in page.locator("#status").inner_text()
     conversation = current_conversation(page, api)
@@ -114,6 +118,28 @@ def test_send_text_and_get_a_streamed_answer(page, api):
     assert conversation["messages"][1]["content"]
     assert page.evaluate("window.__cspViolations") == []
     screenshot(page, "answer")
+
+
+def test_regenerate_replaces_the_answer_and_copy_copies_it(page, api):
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    open_page(page)
+    set_max_tokens(page, 6)
+    page.get_by_label("Message text").fill("Say something")
+    page.get_by_role("button", name="Send").click()
+    first = current_answer_id(page, api)
+    page.get_by_role("button", name="Regenerate the answer").click()
+    page.wait_for_function(f"() => Number(document.querySelector('article.message.assistant')?.dataset.messageId) > {first}")
+    messages = current_conversation(page, api)["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"] and messages[1]["id"] != first
+    page.get_by_role("button", name="Copy the answer").click()
+    page.get_by_role("button", name="Copy the answer").filter(has_text="Copied").wait_for()
+    assert page.evaluate("() => navigator.clipboard.readText()") == messages[1]["content"]
+
+
+def current_answer_id(page, api) -> int:
+    wait_for_answer(page)
+    page.wait_for_selector("article.message.assistant[data-message-id]")
+    return int(page.locator("article.message.assistant").last.get_attribute("data-message-id"))
 
 
 def test_images_by_file_chooser_drop_and_paste(page, api):
