@@ -315,3 +315,44 @@ def test_phone_sized_screen(browser, server):
 def in_viewport(locator) -> bool:
     box = locator.bounding_box()
     return box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+
+
+def test_sign_in_form_and_csrf_header(page, api):
+    """The login endpoints belong to the security layer; here they answer as contract 3 says, so
+    the page's side of it is checked: the form, a refused password, the token on every write."""
+    signed_in = {"value": False}
+
+    def session(route):
+        user, token = ("ana", "token-123") if signed_in["value"] else (None, None)
+        route.fulfill(json={"auth_required": True, "user": user, "csrf_token": token})
+
+    def login(route):
+        if route.request.post_data_json != {"username": "ana", "password": "right"}:
+            route.fulfill(status=401, json={"error": {"message": "bad", "type": "x", "param": None, "code": None}})
+            return
+        signed_in["value"] = True
+        route.fulfill(json={"user": "ana", "csrf_token": "token-123"})
+
+    page.route("**/auth/session", session)
+    page.route("**/auth/login", login)
+    writes = []
+    page.on("request", lambda request: request.method != "GET" and writes.append(request))
+    page.goto("/")
+    dialog = page.get_by_role("dialog", name="Sign in to flashsight")
+    dialog.wait_for()
+    page.get_by_label("User name").fill("ana")
+    page.get_by_label("Password").fill("wrong")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("alert").filter(has_text="Wrong user name or password.").wait_for()
+    page.get_by_label("Password").fill("right")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_selector("body[data-ready=true]")
+    assert not dialog.is_visible()
+
+    set_max_tokens(page, 2)
+    page.get_by_label("Message text").fill("Signed in")
+    page.get_by_label("Message text").press("Enter")
+    wait_for_answer(page)
+    api_writes = [request for request in writes if "/auth/" not in request.url]
+    assert len(api_writes) >= 4  # create, the user message, the completion, the answer
+    assert all(request.headers.get("x-csrf-token") == "token-123" for request in api_writes)
