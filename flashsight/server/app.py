@@ -48,6 +48,9 @@ def create_app(settings: ServerSettings, engine: EngineClient) -> FastAPI:
     for router in routers:
         app.include_router(router)
     # ---- the web page ----
+    from flashsight.web import install_web  # the page's layer, kept apart from the API's imports
+
+    install_web(app, settings)
 
     return app
 

@@ -71,6 +71,10 @@ class ServerSettings(BaseSettings):
     # ---- security (keys, logins, limits) ----
 
     # ---- the web page and its history ----
+    # The page downscales an image in the browser until its long side fits this, before upload.
+    web_image_long_side: int = Field(default=1536, ge=64, le=8192)
+    # Each image a conversation keeps, so a reload shows it; a larger one is refused with 413.
+    web_max_stored_image_bytes: int = Field(default=8 * MIB, gt=0)
 
     # ---- operations (audit log, metrics, supervisor) ----
 
