@@ -61,11 +61,16 @@ class PerMinuteLimiter:
             bucket = self._buckets.setdefault(subject, _Bucket(float(per_minute), now))
             bucket.level = min(float(per_minute), bucket.level + (now - bucket.updated) * rate)
             bucket.updated = now
-            wanted = min(amount, per_minute)  # a request larger than a minute's worth waits for a full bucket
+            # A request larger than a minute's worth waits for a full bucket; a peek (0) asks for 1.
+            wanted = min(max(amount, 1), per_minute)
             if bucket.level >= wanted:
                 bucket.level -= amount
                 return Verdict(True, per_minute, max(0, int(bucket.level)), 0.0)
             return Verdict(False, per_minute, max(0, int(bucket.level)), (wanted - bucket.level) / rate)
+
+    def peek(self, subject: str, per_minute: int) -> Verdict:
+        """Whether one more would be allowed now, spending nothing."""
+        return self.take(subject, per_minute, amount=0)
 
     def _sweep(self, now: float) -> None:
         if now - self._last_sweep < _SWEEP_EVERY_S:

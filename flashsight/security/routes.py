@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flashsight.security.credentials import AmbiguousCredentials, credentials_of
 from flashsight.security.layer import SecurityLayer
 from flashsight.security.principal import client_ip_of
+from flashsight.security.ratelimit import Verdict
 from flashsight.security.sessions import COOKIE_NAME
 from flashsight.server.errors import APIError
 
@@ -50,10 +51,13 @@ async def login(form: LoginForm, request: Request, response: Response) -> dict[s
     layer = _layer(request)
     if not layer.auth_required:
         raise APIError(400, "This server does not require a login.", code="auth_disabled")
-    _take_login_attempt(layer, client_ip_of(request), form.username)
+    user_subject = f"user:{form.username}"
+    _refuse_if_spent(layer, layer.logins.take(f"ip:{client_ip_of(request)}", layer.settings.login_attempts_per_minute))
+    _refuse_if_spent(layer, layer.logins.peek(user_subject, layer.settings.login_attempts_per_minute))
     # Argon2 takes tens of milliseconds: off the event loop.
     if not await asyncio.to_thread(layer.users.verify, form.username, form.password):
         layer.counters["login_failures_total"] += 1
+        layer.logins.take(user_subject, layer.settings.login_attempts_per_minute)  # a user's budget is for failures
         raise APIError(401, "The user name or password is wrong.", code="invalid_credentials")
     token, session = layer.sessions.start(form.username)
     response.set_cookie(
@@ -63,14 +67,11 @@ async def login(form: LoginForm, request: Request, response: Response) -> dict[s
     return {"user": session.username, "csrf_token": session.csrf_token}
 
 
-def _take_login_attempt(layer: SecurityLayer, client_ip: str, username: str) -> None:
-    per_minute = layer.settings.login_attempts_per_minute
-    for subject in (f"ip:{client_ip}", f"user:{username}"):
-        verdict = layer.logins.take(subject, per_minute)
-        if not verdict.allowed:
-            layer.counters["rate_limit_rejections_total"] += 1
-            message = "Too many login attempts: wait and try again."
-            raise APIError(429, message, code="rate_limit_exceeded", headers=verdict.headers("Requests"))
+def _refuse_if_spent(layer: SecurityLayer, verdict: Verdict) -> None:
+    if not verdict.allowed:
+        layer.counters["rate_limit_rejections_total"] += 1
+        message = "Too many login attempts: wait and try again."
+        raise APIError(429, message, code="rate_limit_exceeded", headers=verdict.headers("Requests"))
 
 
 @router.post("/auth/logout", status_code=204)
