@@ -186,6 +186,12 @@ def test_logout_ends_the_session(secured):
         check_refused(secured, stale, 401, "session_expired")
 
 
+def test_a_session_over_https_at_a_trusted_proxy_gets_a_secure_cookie(secured):
+    headers = {"X-Forwarded-For": "198.51.100.90", "X-Forwarded-Proto": "https"}
+    reply = httpx.post(f"{secured.base_url}/auth/login", json={"username": "bob", "password": PASSWORDS["bob"]}, headers=headers)
+    assert reply.status_code == 200 and "; secure" in reply.headers["set-cookie"].lower()
+
+
 def test_a_forged_cookie_is_refused(secured):
     reply = httpx.get(f"{secured.base_url}/v1/models", cookies={"flashsight_session": "forged-" + "x" * 40})
     check_refused(secured, reply, 401, "session_expired")

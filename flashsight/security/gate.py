@@ -57,6 +57,8 @@ class SecurityGate:
         peer = connection.client.host if connection.client else "unknown"
         client_ip = resolve_client_ip(peer, connection.headers.getlist("x-forwarded-for"), self.layer.trusted_proxies)
         scope.setdefault("state", {})["client_ip"] = client_ip
+        if client_ip != peer and connection.headers.get("x-forwarded-proto") == "https":
+            scope["scheme"] = "https"  # TLS ended at a trusted proxy: cookies are marked Secure
         exchange = _Exchange(receive, send, self.layer.settings.body_timeout_s)
         try:
             caller, verdict = self._admit(connection, client_ip)
