@@ -113,9 +113,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def server_settings(args: argparse.Namespace) -> ServerSettings:
-    from flashsight.server.settings import ServerSettings
-
     from flashsight.security.cli import serve_settings_given
+    from flashsight.server.settings import ServerSettings
 
     given = {"host": args.host, "port": args.port, "allowed_image_hosts": args.allow_image_host, "data_dir": args.data_dir}
     given |= serve_settings_given(args)

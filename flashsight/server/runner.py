@@ -54,7 +54,7 @@ def log_config() -> dict[str, Any]:
 def transport_options(settings: ServerSettings) -> dict[str, Any]:
     """The security layer's part: TLS, the header limit, and no X-Forwarded-For handling by
     uvicorn (it trusts loopback by default; the security layer trusts only configured proxies)."""
-    options: dict[str, Any] = {"proxy_headers": False, "h11_max_incomplete_event_size": settings.max_header_bytes}
+    options: dict[str, Any] = {"proxy_headers": False, "h11_max_incomplete_event_size": 2 * settings.max_header_bytes}
     if settings.ssl_certfile is not None:
         options |= {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)}
     return options
