@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(commands)
     # ---- security commands (keys, users) ----
+    from flashsight.security.cli import add_security_commands
+
+    add_security_commands(commands)
 
     # ---- operations commands (logs) ----
 
@@ -67,6 +70,9 @@ def _add_serve(commands: Any) -> None:
         metavar="HOST[:PORT]",
         help="let image URLs reach this host even if it is private or loopback (repeatable)",
     )
+    from flashsight.security.cli import add_serve_options
+
+    add_serve_options(serve_parser)
     serve_parser.set_defaults(handler=serve)
 
 
@@ -107,9 +113,11 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def server_settings(args: argparse.Namespace) -> ServerSettings:
+    from flashsight.security.cli import serve_settings_given
     from flashsight.server.settings import ServerSettings
 
     given = {"host": args.host, "port": args.port, "allowed_image_hosts": args.allow_image_host, "data_dir": args.data_dir}
+    given |= serve_settings_given(args)
     return ServerSettings(**{name: value for name, value in given.items() if value is not None})
 
 
@@ -152,7 +160,8 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"])
-        text = f"invalid setting {field}: {first['msg'].removeprefix('Value error, ')}"
+        reason = first["msg"].removeprefix("Value error, ")
+        text = f"invalid setting {field}: {reason}" if field else f"invalid settings: {reason}"
     else:
         text = " ".join(str(exc).split()) or type(exc).__name__
     return text if text.endswith(".") else text + "."

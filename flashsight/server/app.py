@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from flashsight.engine.protocol import EngineClient
 from flashsight.security.fetch import FetchPolicy, SafeFetcher
+from flashsight.security.setup import install_security
 from flashsight.server.body_limit import BodySizeLimit
 from flashsight.server.conversion import RequestConverter
 from flashsight.server.errors import install_error_handlers
@@ -40,6 +41,7 @@ def create_app(settings: ServerSettings, engine: EngineClient) -> FastAPI:
     app.state.settings = settings
     # Starlette runs the middleware added last first: the body limit stays outermost.
     # ---- security middleware ----
+    install_security(app, settings)
 
     # ---- operations middleware ----
 

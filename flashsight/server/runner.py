@@ -25,14 +25,16 @@ class AnnouncingServer(uvicorn.Server):
         if self.started:
             host, port = self.servers[0].sockets[0].getsockname()[:2]
             host = f"[{host}]" if ":" in host else host
-            print(f"flashsight: serving {self.model} on http://{host}:{port}", flush=True)
+            scheme = "https" if self.config.is_ssl else "http"
+            print(f"flashsight: serving {self.model} on {scheme}://{host}:{port}", flush=True)
 
 
 def run(app: FastAPI, settings: ServerSettings, model: str) -> bool:
     """Serve until interrupted; False if the server never started (the port was taken...)."""
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, log_config=log_config()
-    )
+        app, host=settings.host, port=settings.port, log_level=settings.log_level, log_config=log_config(),
+        **transport_options(settings),
+    )  # fmt: skip
     server = AnnouncingServer(config, model)
     server.run()
     return server.started
@@ -47,3 +49,12 @@ def log_config() -> dict[str, Any]:
     config["handlers"]["flashsight"] = handler
     config["loggers"]["flashsight"] = {"handlers": ["flashsight"], "level": "INFO", "propagate": False}
     return config
+
+
+def transport_options(settings: ServerSettings) -> dict[str, Any]:
+    """The security layer's part: TLS, the header limit, and no X-Forwarded-For handling by
+    uvicorn (it trusts loopback by default; the security layer trusts only configured proxies)."""
+    options: dict[str, Any] = {"proxy_headers": False, "h11_max_incomplete_event_size": 2 * settings.max_header_bytes}
+    if settings.ssl_certfile is not None:
+        options |= {"ssl_certfile": str(settings.ssl_certfile), "ssl_keyfile": str(settings.ssl_keyfile)}
+    return options

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -69,6 +69,77 @@ class ServerSettings(BaseSettings):
         return tuple(entry.lower() for entry in hosts)
 
     # ---- security (keys, logins, limits) ----
+    # The TOML file read beneath the environment (set by --config or FLASHSIGHT_CONFIG).
+    config: Path | None = None
+    # auto: on when `host` is not a loopback address. off beyond loopback is allowed, loudly.
+    auth: Literal["auto", "on", "off"] = "auto"
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    # Client networks let in (CIDRs, IPv4 or IPv6); empty lets in every address.
+    allowed_networks: Annotated[tuple[str, ...], NoDecode] = ()
+    # Proxies whose X-Forwarded-For is believed (CIDRs); from anyone else the header is ignored.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    # Origins a browser may call the API from; empty: none (CORS off).
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    # Per key and per client address; a key's own limits (keys create --rpm/--tpm) replace these.
+    rate_limit_requests_per_minute: int = Field(default=600, ge=0)  # 0: no limit
+    rate_limit_tokens_per_minute: int = Field(default=4_000_000, ge=0)
+    login_attempts_per_minute: int = Field(default=10, gt=0)  # per address and per user name
+    # Circuit breaker: this many failed requests in a row from one address bans it for ban_seconds.
+    ban_after_failures: int = Field(default=5, ge=0)  # 0: never ban
+    ban_seconds: float = Field(default=600.0, gt=0)
+    # Per-address limits and bans skip loopback callers (the operator's own tools) unless this is on.
+    limit_loopback: bool = False
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_json_depth: int = Field(default=32, ge=4)
+    max_tokens_cap: int = Field(default=32768, gt=0)
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)  # the whole body must arrive within this
+    max_concurrent_requests_per_client: int = Field(default=128, gt=0)
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    @field_validator("allowed_networks", "trusted_proxies", "cors_origins", mode="before")
+    @classmethod
+    def _split_lists(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(entry.strip() for entry in value.split(",") if entry.strip())
+        return value
+
+    @field_validator("allowed_networks", "trusted_proxies")
+    @classmethod
+    def _check_networks(cls, networks: tuple[str, ...]) -> tuple[str, ...]:
+        from flashsight.security.network import parse_networks
+
+        parse_networks(networks)
+        return networks
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, origins: tuple[str, ...]) -> tuple[str, ...]:
+        from flashsight.security.network import check_origin
+
+        return tuple(check_origin(origin) for origin in origins)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> ServerSettings:
+        from flashsight.security.network import refuse_unsafe_settings
+
+        refuse_unsafe_settings(self)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: Any, env_settings: Any, **other_sources: Any
+    ) -> tuple[Any, ...]:
+        from flashsight.security.config_file import ConfigFileSource
+
+        named = init_settings.init_kwargs.get("config") or os.environ.get("FLASHSIGHT_CONFIG")
+        return init_settings, env_settings, ConfigFileSource(settings_cls, Path(named) if named else None)
+
+    def auth_enabled(self) -> bool:
+        from flashsight.security.network import is_loopback_host
+
+        return self.auth == "on" or (self.auth == "auto" and not is_loopback_host(self.host))
 
     # ---- the web page and its history ----
     # The page downscales an image in the browser until its long side fits this, before upload.

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 
 from flashsight.engine.errors import EngineDeadError
 from flashsight.engine.types import GenerationEvent
+from flashsight.security.chat_guard import admit_chat
 from flashsight.server.deps import ConverterDep, EngineDep
 from flashsight.server.errors import APIError
 from flashsight.server.glm_output import OutputReader
@@ -23,7 +24,7 @@ router = APIRouter()
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, engine: EngineDep, converter: ConverterDep
 ) -> ChatCompletion | StreamingResponse:
-    chat_request = await converter.convert(body)
+    chat_request = await admit_chat(request, body, converter)  # the security layer's limits, then convert
     meta = CompletionMeta(id=chat_request.request_id, created=int(time.time()), model=engine.info.name)
     events = engine.generate(chat_request)
     first = await _first_event(events)  # request errors and overload surface here, as 4xx/503

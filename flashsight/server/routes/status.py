@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from flashsight.server.deps import EngineDep
 
@@ -12,8 +12,9 @@ router = APIRouter()
 
 
 @router.get("/v1/status")
-async def status(engine: EngineDep) -> dict[str, Any]:
+async def status(engine: EngineDep, request: Request) -> dict[str, Any]:
     info = engine.info
+    security_stats = getattr(request.app.state, "security_stats", None)
     return {
         "model": info.name,
         "device": info.device,
@@ -21,4 +22,5 @@ async def status(engine: EngineDep) -> dict[str, Any]:
         "max_model_len": info.max_model_len,
         "ready": engine.is_ready(),
         "engine": engine.snapshot(),
+        "security": security_stats() if security_stats else None,
     }
