@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- security commands (keys, users) ----
 
     # ---- operations commands (logs) ----
+    from flashsight.ops.audit_cli import add_logs_command
+
+    add_logs_command(commands)
 
     # ---- benchmark command ----
     from flashsight.bench.command import add_bench_command

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from flashsight.engine.protocol import EngineClient
+from flashsight.ops.audit_app import install_operations, start_operations, stop_operations
 from flashsight.security.fetch import FetchPolicy, SafeFetcher
 from flashsight.server.body_limit import BodySizeLimit
 from flashsight.server.conversion import RequestConverter
@@ -25,6 +26,7 @@ def create_app(settings: ServerSettings, engine: EngineClient) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        start_operations(app)  # ---- operations: the metrics admin port ----
         try:
             yield
         finally:
@@ -32,6 +34,7 @@ def create_app(settings: ServerSettings, engine: EngineClient) -> FastAPI:
                 await fetcher.aclose()
             finally:
                 await engine.shutdown()
+                await stop_operations(app)  # ---- operations: the audit log's last write ----
 
     app = FastAPI(title="flashsight", version="0.1.0", lifespan=lifespan)
     app.state.engine = engine
@@ -42,6 +45,7 @@ def create_app(settings: ServerSettings, engine: EngineClient) -> FastAPI:
     # ---- security middleware ----
 
     # ---- operations middleware ----
+    install_operations(app, settings)  # the audit log and metrics; /metrics
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
