@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_security_commands(commands)
 
     # ---- operations commands (logs) ----
+    from flashsight.ops.audit_cli import add_logs_command
+
+    add_logs_command(commands)
 
     # ---- benchmark command ----
     from flashsight.bench.command import add_bench_command

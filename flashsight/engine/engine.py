@@ -11,6 +11,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +210,9 @@ class Engine:
             self.stats.aborted_requests += 1
 
     def _step(self, batch: list[tuple[Sequence, int]]) -> None:
+        for seq, _ in batch:
+            if seq.queued_s is None:
+                seq.queued_s = time.monotonic() - seq.submitted_at
         try:
             ends, logits = self.runner.execute(batch)
         except Exception:  # a failed step fails its requests, never the engine

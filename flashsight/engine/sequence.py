@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +37,8 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)
     status: SeqStatus = SeqStatus.WAITING
     preemptions: int = 0
+    submitted_at: float = field(default_factory=time.monotonic)
+    queued_s: float | None = None  # set by the engine when the sequence is first scheduled
     _keys: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -89,4 +92,5 @@ class Sequence:
         return [tuple(e) for e in extras]
 
     def event(self, text: str, tokens: list[int], finish: str | None = None) -> GenerationEvent:
-        return GenerationEvent(text, tokens, self.prompt_len, self.num_output, finish)
+        queued_s = self.queued_s if self.num_output == 1 else None
+        return GenerationEvent(text, tokens, self.prompt_len, self.num_output, finish, queued_s=queued_s)

@@ -70,6 +70,7 @@ class GenerationEvent:
     completion_tokens: int
     finish_reason: FinishReason | None = None
     error: str | None = None  # set when finish_reason == "error"
+    queued_s: float | None = None  # on the first event: seconds from submission to the first engine step
 
 
 @dataclass(frozen=True)

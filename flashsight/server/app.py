@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from flashsight.engine.protocol import EngineClient
+from flashsight.ops.audit_app import install_operations, start_operations, stop_operations
 from flashsight.security.fetch import FetchPolicy, SafeFetcher
 from flashsight.security.setup import install_security
 from flashsight.server.body_limit import BodySizeLimit
@@ -26,6 +27,7 @@ def create_app(settings: ServerSettings, engine: EngineClient) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        start_operations(app)  # ---- operations: the metrics admin port ----
         try:
             yield
         finally:
@@ -33,6 +35,7 @@ def create_app(settings: ServerSettings, engine: EngineClient) -> FastAPI:
                 await fetcher.aclose()
             finally:
                 await engine.shutdown()
+                await stop_operations(app)  # ---- operations: the audit log's last write ----
 
     app = FastAPI(title="flashsight", version="0.1.0", lifespan=lifespan)
     app.state.engine = engine
@@ -44,6 +47,7 @@ def create_app(settings: ServerSettings, engine: EngineClient) -> FastAPI:
     install_security(app, settings)
 
     # ---- operations middleware ----
+    install_operations(app, settings)  # the audit log and metrics; /metrics
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import string
 from dataclasses import dataclass
@@ -111,7 +112,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
             # Truncated files raise here as long as ImageFile.LOAD_TRUNCATED_IMAGES stays
             # False: this module never sets it, and nothing in flashsight may.
             image.load()
-            return _to_rgb(_apply_orientation(image))
+            return _with_source(_to_rgb(_apply_orientation(image)), data)
     except ImageError:
         raise
     # Pillow's own bomb guard fires inside Image.open, before our check sees the size. The
@@ -138,6 +139,13 @@ def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
         raise ImageError(
             f"image aspect ratio {ratio:.0f}:1 exceeds the limit of {limits.max_aspect_ratio:g}:1"
         )
+
+
+def _with_source(image: Image.Image, data: bytes) -> Image.Image:
+    """The image remembers the file it came from, by hash and size, for the audit log."""
+    image.info["source_sha256"] = hashlib.sha256(data).hexdigest()
+    image.info["source_bytes"] = len(data)
+    return image
 
 
 def _apply_orientation(image: Image.Image) -> Image.Image:

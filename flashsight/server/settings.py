@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -148,6 +148,27 @@ class ServerSettings(BaseSettings):
     web_max_stored_image_bytes: int = Field(default=8 * MIB, gt=0)
 
     # ---- operations (audit log, metrics, supervisor) ----
+
+    # The audit log: one JSONL record per chat request, encrypted when a key is given (a file
+    # holding the base64 key, or the key itself in FLASHSIGHT_AUDIT_KEY).
+    audit_enabled: bool = True
+    audit_dir: Path | None = None  # default: data_dir / "audit"
+    audit_key_file: Path | None = None
+    audit_key: SecretStr | None = None
+    audit_include_images: bool = False  # the images themselves, not only their hashes and sizes
+    audit_rotate_bytes: int = Field(default=100 * MIB, gt=0)
+    audit_rotate_daily: bool = True
+    audit_retention_days: int = Field(default=90, ge=0)  # 0: keep every file
+    audit_on_failure: Literal["serve", "refuse"] = "serve"  # when a record cannot be written
+
+    # Prometheus metrics at /metrics, or on their own port (no auth there: bind it privately).
+    metrics_enabled: bool = True
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit_dir or self.data_dir / "audit"
 
     @property
     def database_path(self) -> Path:
