@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -73,6 +73,27 @@ class ServerSettings(BaseSettings):
     # ---- the web page and its history ----
 
     # ---- operations (audit log, metrics, supervisor) ----
+
+    # The engine runs in a child process. It counts as hung when it sends no heartbeat, or
+    # completes no step while requests wait, for `engine_watchdog_s`; then it is restarted after
+    # a back-off that doubles per consecutive failure, up to `engine_restart_backoff_max_s`.
+    engine_watchdog_s: float = Field(default=60.0, gt=0)
+    engine_heartbeat_s: float = Field(default=0.5, gt=0)
+    engine_restart_backoff_s: float = Field(default=1.0, gt=0)
+    engine_restart_backoff_max_s: float = Field(default=60.0, gt=0)
+    # Above this share of the GPU's memory in use (every process's), the engine drops its caches.
+    # It must sit above the KV cache's share (--gpu-memory-utilization, 0.9 by default).
+    engine_gpu_trim_fraction: float = Field(default=0.95, gt=0, le=1)
+    # Test hook: a request whose messages contain this text hangs the engine. Never set it in use.
+    engine_test_hang_marker: str | None = None
+    # On SIGTERM: stop accepting, let requests in flight finish for this long, then stop.
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_watchdog(self) -> ServerSettings:
+        if self.engine_watchdog_s <= 2 * self.engine_heartbeat_s:
+            raise ValueError("engine_watchdog_s must be more than twice engine_heartbeat_s")
+        return self
 
     @property
     def database_path(self) -> Path:
