@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -14,7 +17,7 @@ import httpx
 import pytest
 from httpx_sse import ServerSentEvent, connect_sse
 
-from server_process import flashsight_process
+from server_process import REPO_ROOT, flashsight_process, free_port
 
 CHAT = "/v1/chat/completions"
 HANG_MARKER = "hang-the-engine-now"
@@ -120,3 +123,22 @@ def test_frozen_engine_process_is_detected_and_restarted(http, server):
     assert after["engine_pid"] != before["engine_pid"]
     assert "sent no heartbeat" in server.log_text()
     assert_serves(http)
+
+
+def test_a_model_that_cannot_load_is_one_line_not_a_restart_loop(tiny_model_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "config.json").write_text('{"truncated": ')
+    command = [sys.executable, "-m", "flashsight.cli", "serve", "--model", str(broken), "--device", "cpu",
+               "--port", str(free_port())]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("flashsight: error: could not load the model")
+    assert "Traceback" not in result.stderr
+
+
+def test_the_supervisor_does_not_import_torch():
+    code = "import sys, flashsight.ops.supervisor; sys.exit('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr or "flashsight.ops.supervisor imported torch"

@@ -108,7 +108,7 @@ class EngineService:
     async def _heartbeat(self) -> None:
         while True:
             snapshot = self.engine.snapshot()
-            if _memory_short(snapshot.get("gpu_memory"), self.options.gpu_trim_fraction):
+            if memory_is_short(snapshot.get("gpu_memory"), self.options.gpu_trim_fraction):
                 self.engine.request_trim()
             self._send(("heartbeat", snapshot))
             await asyncio.sleep(self.options.heartbeat_s)
@@ -120,7 +120,7 @@ class EngineService:
             pass
 
 
-def _memory_short(gpu_memory: dict[str, int] | None, fraction: float) -> bool:
+def memory_is_short(gpu_memory: dict[str, int] | None, fraction: float) -> bool:
     return gpu_memory is not None and gpu_memory["used_bytes"] > fraction * gpu_memory["total_bytes"]
 
 
