@@ -50,7 +50,8 @@ class EngineProcess:
         except (EOFError, OSError):
             self.process.join()
             self.conn.close()
-            raise EngineStartError(f"the engine process exited while loading the model (exit code {self.process.exitcode})") from None
+            code = self.process.exitcode
+            raise EngineStartError(f"the engine process exited while loading the model (exit code {code})") from None
         if message[0] == "load_failed":
             self.process.join()
             self.conn.close()

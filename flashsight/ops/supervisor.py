@@ -67,8 +67,10 @@ class SupervisedEngine:
     def start(self) -> SupervisedEngine:
         """Load the model in a child process and start watching it; EngineStartError if the model
         cannot be loaded (no restart loop for that)."""
-        atexit.register(self._kill_at_exit)  # runs before multiprocessing would wait on the child
         engine = self._launch()
+        # Registered after multiprocessing's own exit hook, so it runs first: that hook would wait
+        # forever for a child still serving when the server exits some unforeseen way.
+        atexit.register(self._kill_at_exit)
         self.info: ModelInfo = engine.info  # type: ignore[assignment]
         self._sampling_defaults = engine.sampling_defaults
         self._adopt(engine)
