@@ -108,7 +108,7 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         settings = server_settings(args)
-        engine = load_engine(engine_config(args))
+        engine = load_engine(engine_config(args), settings)
         app = create_app(settings, engine)
     except Exception as exc:  # no traceback for a bad flag or a model that will not load
         return fail(_describe(exc))
@@ -131,16 +131,17 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(model=args.model, device=args.device, dtype=args.dtype, **options)
 
 
-def load_engine(config: EngineConfig) -> EngineClient:
-    from flashsight.engine.engine import Engine
-    from flashsight.engine.errors import ModelNotFoundError
+def load_engine(config: EngineConfig, settings: ServerSettings) -> EngineClient:
+    """The engine in a supervised child process, once its model is loaded (an error if it cannot
+    be: the message is one sentence)."""
+    from flashsight.ops.messages import WorkerOptions
+    from flashsight.ops.supervisor import RestartPolicy, SupervisedEngine
 
-    try:
-        return Engine(config)
-    except ModelNotFoundError:
-        raise
-    except Exception as exc:
-        raise RuntimeError(f"could not load the model {config.model!r}: {_describe(exc)}") from exc
+    options = WorkerOptions(settings.engine_heartbeat_s, settings.engine_gpu_trim_fraction,
+                            settings.engine_test_hang_marker)  # fmt: skip
+    policy = RestartPolicy(settings.engine_watchdog_s, settings.engine_restart_backoff_s,
+                           settings.engine_restart_backoff_max_s)  # fmt: skip
+    return SupervisedEngine(config, options, policy).start()
 
 
 def make_test_model(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -36,11 +37,30 @@ def png_bytes(size: tuple[int, int] = (64, 64), color: tuple[int, int, int] = (2
     return buffer.getvalue()
 
 
+@dataclass
+class ServerProcess:
+    base_url: str
+    process: subprocess.Popen
+    log: object  # the file its stdout and stderr go to
+
+    def log_text(self) -> str:
+        return _tail(self.log, chars=100_000)
+
+
 @contextmanager
 def flashsight_server(
     model_dir: str, allow_hosts: list[str], env: dict[str, str], extra_args: tuple[str, ...] = ()
 ) -> Iterator[str]:
-    """Start `python -m flashsight.cli serve` on a free port; yield its base URL once healthy."""
+    """Start `python -m flashsight.cli serve` on a free port; yield its base URL once ready."""
+    with flashsight_process(model_dir, allow_hosts, env, extra_args) as server:
+        yield server.base_url
+
+
+@contextmanager
+def flashsight_process(
+    model_dir: str, allow_hosts: list[str], env: dict[str, str], extra_args: tuple[str, ...] = ()
+) -> Iterator[ServerProcess]:
+    """Like `flashsight_server`, with the process and its log at hand."""
     port = free_port()
     command = [sys.executable, "-m", "flashsight.cli", "serve", "--model", model_dir, "--port", str(port)]
     command += ["--device", "cpu"] + [arg for host in allow_hosts for arg in ("--allow-image-host", host)]
@@ -52,24 +72,24 @@ def flashsight_server(
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
         try:
             base_url = f"http://127.0.0.1:{port}"
-            _wait_until_healthy(base_url, process, log)
-            yield base_url
+            _wait_until_ready(base_url, process, log)
+            yield ServerProcess(base_url, process, log)
         finally:
             _stop(process)
 
 
-def _wait_until_healthy(base_url: str, process: subprocess.Popen, log) -> None:
+def _wait_until_ready(base_url: str, process: subprocess.Popen, log) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"flashsight serve exited with {process.returncode}:\n{_tail(log)}")
         try:
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{base_url}/ready", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"flashsight serve was not healthy after {STARTUP_TIMEOUT_S:.0f}s:\n{_tail(log)}")
+    raise RuntimeError(f"flashsight serve was not ready after {STARTUP_TIMEOUT_S:.0f}s:\n{_tail(log)}")
 
 
 def _tail(log, chars: int = 4000) -> str:
@@ -78,6 +98,8 @@ def _tail(log, chars: int = 4000) -> str:
 
 
 def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
     process.terminate()
     try:
         process.wait(timeout=20)

@@ -86,6 +86,7 @@ class Engine:
         self._grammars_lock = threading.Lock()
         self._incoming: queue.Queue[_Job | None] = queue.Queue()
         self._jobs: dict[int, _Job] = {}  # by id(seq), owned by the worker
+        self._trim_asked = threading.Event()
         self._worker = threading.Thread(target=self._serve, name="flashsight-engine", daemon=True)
         self._worker.start()
 
@@ -124,6 +125,15 @@ class Engine:
         """Statistics for metrics and the status page."""
         snapshot = self.stats.snapshot(self.scheduler, self.blocks, self.images, self._incoming.qsize())
         return snapshot | {"gpu_memory": gpu_memory(self.ckpt.device)}
+
+    def counts(self) -> dict[str, Any]:
+        """The snapshot's per-step counters alone: cheap enough to read after every step."""
+        return self.stats.counts(self.scheduler, self.blocks, self._incoming.qsize())
+
+    def request_trim(self) -> None:
+        """Ask the worker to free its caches before its next step (from any thread): GPU memory
+        is running short."""
+        self._trim_asked.set()
 
     async def generate(self, request: ChatRequest) -> AsyncIterator[GenerationEvent]:
         if len(self.scheduler.waiting) + self._incoming.qsize() >= self.config.max_queue:
@@ -182,6 +192,8 @@ class Engine:
     def _serve(self) -> None:
         while self._admit(block=not self.scheduler.has_work()):
             try:
+                if self._trim_asked.is_set():
+                    self._trim_caches()
                 self._drop_cancelled()
                 batch = self.scheduler.schedule() if self.scheduler.has_work() else []
                 if batch:
@@ -210,11 +222,15 @@ class Engine:
             self.stats.aborted_requests += 1
 
     def _step(self, batch: list[tuple[Sequence, int]]) -> None:
+        self.stats.steps += 1
         for seq, _ in batch:
             if seq.queued_s is None:
                 seq.queued_s = time.monotonic() - seq.submitted_at
         try:
             ends, logits = self.runner.execute(batch)
+        except torch.cuda.OutOfMemoryError:
+            self._out_of_memory(batch)
+            return
         except Exception:  # a failed step fails its requests, never the engine
             log.exception("an engine step failed; its %d requests end with an error", len(batch))
             for seq, _ in batch:
@@ -243,9 +259,27 @@ class Engine:
                 log.exception("request %s failed after an engine step", seq.request_id)
                 self._fail(self._jobs[id(seq)])
 
-    def _fail(self, job: _Job) -> None:
+    def _out_of_memory(self, batch: list[tuple[Sequence, int]]) -> None:
+        """Fail the request with the largest chunk, the likeliest cause, and free the caches. The
+        rest of the batch keeps its blocks and is computed again next step."""
+        seq, count = max(batch, key=lambda chunk: chunk[1])
+        log.warning("out of GPU memory in a step of %d requests; request %s (%d tokens in it) ends with an error",
+                    len(batch), seq.request_id, count)  # fmt: skip
+        self._fail(self._jobs[id(seq)], "the GPU ran out of memory for this request")
+        self._trim_caches()
+
+    def _trim_caches(self) -> None:
+        self._trim_asked.clear()
+        freed = self.images.bytes
+        self.images.clear()
+        if self.ckpt.device.type == "cuda":
+            torch.cuda.empty_cache()  # hand the allocator's unused blocks back to the driver
+        if freed:
+            log.warning("GPU memory is short: dropped %d MiB of cached image embeddings", freed // 2**20)
+
+    def _fail(self, job: _Job, reason: str = "the engine failed") -> None:
         self._end(job)
-        job.emit(GenerationEvent("", [], job.seq.prompt_len, job.seq.num_output, "error", "the engine failed"))
+        job.emit(GenerationEvent("", [], job.seq.prompt_len, job.seq.num_output, "error", reason))
 
     def _append_token(self, job: _Job, token: int) -> None:
         seq = job.seq

@@ -21,6 +21,10 @@ class EngineOverloadedError(EngineError):
         self.retry_after_s = retry_after_s
 
 
+class EngineUnavailableError(EngineOverloadedError):
+    """The engine is (re)starting and serves nothing until it is back: a 503 with Retry-After."""
+
+
 class EngineDeadError(EngineError):
     """The engine failed while serving; the request did not complete: a 500 or a stream error."""
 

@@ -17,6 +17,7 @@ class EngineStats:
     generated_tokens: int = 0
     finished_requests: int = 0
     aborted_requests: int = 0
+    steps: int = 0  # batches the model ran: the supervisor's watchdog watches it move
     _recent: deque = field(default_factory=deque, repr=False)  # token timestamps in the window
 
     def count_token(self) -> None:
@@ -30,12 +31,21 @@ class EngineStats:
         now = time.monotonic()
         return sum(1 for t in self._recent if t >= now - _RATE_WINDOW_S) / _RATE_WINDOW_S
 
-    def snapshot(self, scheduler, blocks, images, incoming: int) -> dict[str, Any]:
+    def counts(self, scheduler, blocks, incoming: int) -> dict[str, Any]:
+        """The counters that change every step and cost nothing to read."""
         return {
             "running_requests": len(scheduler.running),
             "waiting_requests": len(scheduler.waiting) + incoming,
             "kv_blocks_used": blocks.num_used_blocks,
             "kv_blocks_free": blocks.num_free_blocks,
+            "generated_tokens": self.generated_tokens,
+            "finished_requests": self.finished_requests,
+            "aborted_requests": self.aborted_requests,
+            "steps": self.steps,
+        }
+
+    def snapshot(self, scheduler, blocks, images, incoming: int) -> dict[str, Any]:
+        return self.counts(scheduler, blocks, incoming) | {
             "kv_blocks_total": blocks.num_blocks,
             "prefix_cache_queries": blocks.prefix_queries,
             "prefix_cache_hits": blocks.prefix_hits,
@@ -44,8 +54,5 @@ class EngineStats:
             "image_cache_misses": images.misses,
             "image_cache_hit_rate": images.hits / (images.hits + images.misses) if images.hits + images.misses else 0.0,
             "preemptions": scheduler.preemptions,
-            "generated_tokens": self.generated_tokens,
-            "finished_requests": self.finished_requests,
-            "aborted_requests": self.aborted_requests,
             "tokens_per_second": self.tokens_per_second(),
         }

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from flashsight.engine.errors import EngineError, EngineOverloadedError, InvalidRequestError
+from flashsight.engine.errors import EngineError, EngineOverloadedError, EngineUnavailableError, InvalidRequestError
 
 logger = logging.getLogger("flashsight.server")
 
@@ -76,7 +76,8 @@ def api_error_from(exc: Exception) -> APIError:
         return APIError(400, str(exc), param=exc.param)
     if isinstance(exc, EngineOverloadedError):
         retry_after = str(max(1, math.ceil(exc.retry_after_s)))
-        return APIError(503, str(exc), type=SERVER_ERROR, code="overloaded", headers={"Retry-After": retry_after})
+        code = "engine_unavailable" if isinstance(exc, EngineUnavailableError) else "overloaded"
+        return APIError(503, str(exc), type=SERVER_ERROR, code=code, headers={"Retry-After": retry_after})
     if isinstance(exc, EngineError):
         return APIError(500, "The engine failed while serving this request.", type=SERVER_ERROR)
     return APIError(500, "Internal server error.", type=SERVER_ERROR)

@@ -1,9 +1,16 @@
-"""Run the app under uvicorn, and say so once the socket is listening."""
+"""Run the app under uvicorn, and say so once the socket is listening.
+
+On SIGTERM (or Ctrl-C) uvicorn stops accepting connections, lets requests in flight finish for
+`shutdown_grace_s`, cancels what is left, and only then runs the app's lifespan shutdown (which
+stops the engine and flushes the audit log). A shutdown asked for this way exits with status 0.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -28,12 +35,23 @@ class AnnouncingServer(uvicorn.Server):
             scheme = "https" if self.config.is_ssl else "http"
             print(f"flashsight: serving {self.model} on {scheme}://{host}:{port}", flush=True)
 
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn re-raises the signal that stopped it once it has shut down, so the process
+        would die by SIGTERM; a shutdown that went as asked is a success instead."""
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
+
 
 def run(app: FastAPI, settings: ServerSettings, model: str) -> bool:
     """Serve until interrupted; False if the server never started (the port was taken...)."""
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level, log_config=log_config(),
         **transport_options(settings),
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )  # fmt: skip
     server = AnnouncingServer(config, model)
     server.run()

@@ -149,6 +149,27 @@ class ServerSettings(BaseSettings):
 
     # ---- operations (audit log, metrics, supervisor) ----
 
+    # The engine runs in a child process. It counts as hung when it sends no heartbeat, or
+    # completes no step while requests wait, for `engine_watchdog_s`; then it is restarted after
+    # a back-off that doubles per consecutive failure, up to `engine_restart_backoff_max_s`.
+    engine_watchdog_s: float = Field(default=60.0, gt=0)
+    engine_heartbeat_s: float = Field(default=0.5, gt=0)
+    engine_restart_backoff_s: float = Field(default=1.0, gt=0)
+    engine_restart_backoff_max_s: float = Field(default=60.0, gt=0)
+    # Above this share of the GPU's memory in use (every process's), the engine drops its caches.
+    # It must sit above the KV cache's share (--gpu-memory-utilization, 0.9 by default).
+    engine_gpu_trim_fraction: float = Field(default=0.95, gt=0, le=1)
+    # Test hook: a request whose messages contain this text hangs the engine. Never set it in use.
+    engine_test_hang_marker: str | None = None
+    # On SIGTERM: stop accepting, let requests in flight finish for this long, then stop.
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check_watchdog(self) -> ServerSettings:
+        if self.engine_watchdog_s <= 2 * self.engine_heartbeat_s:
+            raise ValueError("engine_watchdog_s must be more than twice engine_heartbeat_s")
+        return self
+
     # The audit log: one JSONL record per chat request, encrypted when a key is given (a file
     # holding the base64 key, or the key itself in FLASHSIGHT_AUDIT_KEY).
     audit_enabled: bool = True
