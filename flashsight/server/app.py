@@ -19,6 +19,7 @@ from flashsight.server.errors import install_error_handlers
 from flashsight.server.images import ImageLimits, load_image
 from flashsight.server.routes import routers
 from flashsight.server.settings import ServerSettings
+from flashsight.web import install_web
 
 
 def create_app(settings: ServerSettings, engine: EngineClient) -> FastAPI:
@@ -54,8 +55,6 @@ def create_app(settings: ServerSettings, engine: EngineClient) -> FastAPI:
     for router in routers:
         app.include_router(router)
     # ---- the web page ----
-    from flashsight.web import install_web  # the page's layer, kept apart from the API's imports
-
     install_web(app, settings)
 
     return app
