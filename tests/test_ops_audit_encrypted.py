@@ -90,6 +90,9 @@ def test_metrics_are_served_on_the_admin_port_only(keyed):
 
 def test_an_unwritable_log_is_reported_and_requests_still_served(keyed, capsys):
     base_url, audit_dir, key_file, _ = keyed
+    first = f"first{uuid.uuid4().hex[:10]}"
+    assert ask(base_url, first).status_code == 200  # the log's folder exists, whatever ran before
+    wait_for_sealed(capsys, audit_dir, key_file, first)
     assert httpx.get(f"{base_url}/health").json()["audit"] == "ok"
     moved = audit_dir.with_name("audit-moved")
     shutil.move(audit_dir, moved)
@@ -99,7 +102,7 @@ def test_an_unwritable_log_is_reported_and_requests_still_served(keyed, capsys):
         for _ in range(200):
             if httpx.get(f"{base_url}/health").json()["audit"] == "failing":
                 break
-        assert httpx.get(f"{base_url}/health").json() | {"model": None} == {"status": "ok", "model": None, "audit": "failing"}
+        assert httpx.get(f"{base_url}/health").json() | {"model": None} == {"status": "ok", "model": None, "ready": True, "audit": "failing"}
         assert ask(base_url, "still served").status_code == 200
     finally:
         audit_dir.unlink()
