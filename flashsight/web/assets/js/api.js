@@ -39,6 +39,13 @@ export async function login(username, password) {
   return session;
 }
 
+// Ends the session on the server; the cookie is cleared by its answer.
+export async function logout() {
+  const response = await fetch('/auth/logout', { method: 'POST', credentials: 'same-origin', headers: writeHeaders() });
+  csrfToken = null;
+  if (!response.ok && response.status !== 401) throw new ApiError(response.status, await errorMessage(response));
+}
+
 export function writeHeaders() {
   const headers = { 'Content-Type': 'application/json' };
   if (csrfToken) headers['X-CSRF-Token'] = csrfToken;
