@@ -197,3 +197,19 @@ def test_sign_out_ends_the_session(new_context, server):
     sign_in(page, "alice")
     page.wait_for_selector("body[data-ready=true]")
     assert page.locator("#account-user").inner_text() == "Signed in as alice"
+
+
+def test_a_session_renewed_elsewhere_keeps_the_page_writing(new_context, server):
+    """Signing in again elsewhere replaces the cookie this tab sends, and so the CSRF token due:
+    the page's write refused for the old token goes again with the new one."""
+    context = new_context()
+    page = open_signed_in(context, "alice")
+    with httpx.Client(base_url=server) as elsewhere:
+        assert elsewhere.post("/auth/login", json={"username": "alice", "password": PASSWORDS["alice"]}).status_code == 200
+        renewed = elsewhere.cookies[COOKIE_NAME]
+    context.add_cookies([{"name": COOKIE_NAME, "value": renewed, "url": server, "httpOnly": True, "sameSite": "Strict"}])
+    refused = []
+    page.on("response", lambda response: response.status == 403 and refused.append(response.url))
+    send_and_wait(page, "After a renewal")
+    assert refused and all(url.endswith("/api/conversations") for url in refused)
+    assert not sign_in_dialog(page).is_visible() and page.locator("#error").is_hidden()

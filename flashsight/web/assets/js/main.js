@@ -218,6 +218,7 @@ async function start() {
   }
   showAccount(session.user);
   await sidebar.refresh();
+  if (loginDialog.dialog.open) return; // the session ended meanwhile
   if (!status.started) {
     status.started = true;
     status.start();
