@@ -284,31 +284,27 @@ def test_only_the_right_most_forwarded_hop_is_believed(secured):
     check_refused(secured, real, 403, "client_banned")
 
 
-# ---- another user's conversation (contract 4; runs once the web layer is merged) ---------------
-
-
-def _conversations_missing(server: SecuredServer) -> bool:
-    return httpx.get(f"{server.base_url}/api/conversations", headers=server.auth()).status_code == 404
+# ---- another user's conversation (contract 4) ---------------------------------------------------
 
 
 def test_another_users_conversation_is_a_404_and_unchanged(secured):
-    if _conversations_missing(secured):
-        pytest.skip("the web layer's /api/conversations is not in this build")
     with login(secured, "alice") as alice, login(secured, "bob") as bob:
         created = alice.post("/api/conversations", json={"title": "alice's secret"})
         assert created.status_code in (200, 201), created.text
         conversation_id = created.json()["id"]
-        for method, body in (("GET", None), ("PATCH", {"title": "pwned"}), ("DELETE", None)):
-            reply = bob.request(method, f"/api/conversations/{conversation_id}", json=body)
-            check_refused(secured, reply, 404)
-        assert all(c["id"] != conversation_id for c in bob.get("/api/conversations").json())
-        kept = alice.get(f"/api/conversations/{conversation_id}")
-        assert kept.status_code == 200 and kept.json()["title"] == "alice's secret"
+        path = f"/api/conversations/{conversation_id}"
+        assert alice.post(f"{path}/messages", json={"role": "user", "content": "mine"}).status_code == 201
+        attempts = (("GET", path, None), ("PATCH", path, {"title": "pwned"}), ("DELETE", path, None),
+                    ("POST", f"{path}/messages", {"role": "user", "content": "pwned"}))  # fmt: skip
+        for method, target, body in attempts:
+            check_refused(secured, bob.request(method, target, json=body), 404)
+        assert conversation_id in [c["id"] for c in alice.get("/api/conversations").json()]
+        assert conversation_id not in [c["id"] for c in bob.get("/api/conversations").json()]
+        kept = alice.get(path).json()
+        assert kept["title"] == "alice's secret" and [m["content"] for m in kept["messages"]] == ["mine"]
 
 
 def test_a_script_stored_in_a_conversation_stays_data(secured):
-    if _conversations_missing(secured):
-        pytest.skip("the web layer's /api/conversations is not in this build")
     script = "<script>alert(document.cookie)</script><img src=x onerror=alert(1)>"
     with login(secured, "alice") as alice:
         created = alice.post("/api/conversations", json={"title": script})

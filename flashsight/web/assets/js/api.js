@@ -39,10 +39,35 @@ export async function login(username, password) {
   return session;
 }
 
+// Ends the session on the server; the cookie is cleared by its answer.
+export async function logout() {
+  const response = await write('/auth/logout', { method: 'POST' });
+  csrfToken = null;
+  if (!response.ok && response.status !== 401) throw new ApiError(response.status, await errorMessage(response));
+}
+
+// A write refused for a stale CSRF token (the session was renewed in another tab) is sent once
+// more with the current session's token.
+export async function write(path, init) {
+  const send = () => fetch(path, { ...init, credentials: 'same-origin', headers: writeHeaders() });
+  const response = await send();
+  if (response.status !== 403 || (await errorCode(response.clone())) !== 'csrf_token_invalid') return response;
+  await loadSession();
+  return send();
+}
+
 export function writeHeaders() {
   const headers = { 'Content-Type': 'application/json' };
   if (csrfToken) headers['X-CSRF-Token'] = csrfToken;
   return headers;
+}
+
+async function errorCode(response) {
+  try {
+    return (await response.json())?.error?.code;
+  } catch {
+    return null;
+  }
 }
 
 export async function errorMessage(response) {
@@ -65,10 +90,8 @@ export async function checked(response) {
 }
 
 async function call(method, path, body) {
-  const init = { method, credentials: 'same-origin' };
-  if (method !== 'GET') init.headers = writeHeaders();
-  if (body !== undefined) init.body = JSON.stringify(body);
-  const response = await checked(await fetch(path, init));
+  const init = { method, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) };
+  const response = await checked(await (method === 'GET' ? fetch(path, init) : write(path, init)));
   return response.status === 204 ? null : response.json();
 }
 

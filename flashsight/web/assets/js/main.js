@@ -1,6 +1,6 @@
 // Wires the page together: composer, sidebar, settings, status bar and sign-in.
 
-import { loadSession, whenUnauthorized } from './api.js';
+import { loadSession, logout, whenUnauthorized } from './api.js';
 import { Attachments, imageFilesOf } from './attachments.js';
 import { Chat } from './chat.js';
 import { LoginDialog } from './login.js';
@@ -31,7 +31,7 @@ const sidebar = new Sidebar({
   onError: showError,
 });
 const loginDialog = new LoginDialog(byId('login'), () => start());
-whenUnauthorized(() => loginDialog.show());
+whenUnauthorized(signedOut);
 
 function showError(error) {
   const element = byId('error');
@@ -174,6 +174,34 @@ dropZone.addEventListener('drop', (event) => {
   attachments.add(imageFilesOf(event.dataTransfer));
 });
 
+// ---- signing in and out ----
+
+function showAccount(user) {
+  byId('account-user').textContent = user ? `Signed in as ${user}` : '';
+  byId('account').hidden = !user;
+}
+
+// Nothing of the last user's stays on screen for whoever signs in next.
+function signedOut() {
+  document.body.dataset.ready = 'false';
+  chat.stop();
+  chat.reset();
+  showConversation(null);
+  sidebar.clear();
+  showAccount(null);
+  loginDialog.show();
+}
+
+byId('sign-out').addEventListener('click', async () => {
+  try {
+    await logout();
+  } catch (error) {
+    showError(error);
+    return;
+  }
+  signedOut();
+});
+
 // ---- start ----
 
 async function start() {
@@ -188,7 +216,9 @@ async function start() {
     loginDialog.show();
     return;
   }
+  showAccount(session.user);
   await sidebar.refresh();
+  if (loginDialog.dialog.open) return; // the session ended meanwhile
   if (!status.started) {
     status.started = true;
     status.start();

@@ -23,6 +23,12 @@ export class Sidebar {
     }
   }
 
+  clear() {
+    this.currentId = null;
+    this.search.value = '';
+    this.list.replaceChildren();
+  }
+
   select(id) {
     this.currentId = id;
     for (const entry of this.list.children) entry.classList.toggle('current', entry.dataset.id === id);

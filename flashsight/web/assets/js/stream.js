@@ -1,13 +1,13 @@
 // POST /v1/chat/completions with stream: true and read its server-sent events.
 
-import { ApiError, checked, writeHeaders } from './api.js';
+import { ApiError, checked, write } from './api.js';
 
 // Calls onChunk(chunk) for each data event until [DONE]; aborting `signal` stops the fetch,
 // and the server cancels the generation when the connection closes.
 export async function streamChat(body, { signal, onChunk }) {
   const request = { ...body, stream: true, stream_options: { include_usage: true } };
-  const response = await checked(await fetch('/v1/chat/completions', {
-    method: 'POST', credentials: 'same-origin', headers: writeHeaders(), body: JSON.stringify(request), signal,
+  const response = await checked(await write('/v1/chat/completions', {
+    method: 'POST', body: JSON.stringify(request), signal,
   }));
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
