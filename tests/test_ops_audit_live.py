@@ -5,13 +5,11 @@ records asked for."""
 from __future__ import annotations
 
 import hashlib
-import json
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-from audit_support import CHAT, data_url, mentions, plain_records, run_logs, wait_for_record
+from audit_support import CHAT, data_url, jsonl, mentions, plain_records, run_logs, wait_for_record, word
 from server_process import flashsight_server, png_bytes
 
 
@@ -33,10 +31,6 @@ def openai_client(audited):
 @pytest.fixture(scope="module")
 def model(tiny_model_dir) -> str:
     return Path(tiny_model_dir).name
-
-
-def word() -> str:
-    return f"marker{uuid.uuid4().hex[:12]}"
 
 
 def test_a_completion_with_an_image_is_recorded_in_full(audited, openai_client, model):
@@ -130,7 +124,7 @@ def test_logs_search_returns_exactly_the_matching_records(audited, openai_client
     wait_for_record(audit_dir, mentions(f"{marker} 2"))
     code, out, err = run_logs(capsys, "search", "--dir", str(audit_dir), "--grep", f"{marker} [02]$", "--status", "200")
     assert code == 0 and err == ""
-    found = [json.loads(line) for line in out.splitlines()]
+    found = jsonl(out)
     assert [r["messages"][0]["text"] for r in found] == [f"{marker} 0", f"{marker} 2"]
     expected = [r for r in plain_records(audit_dir) if r.get("messages") and r["messages"][0]["text"] in (f"{marker} 0", f"{marker} 2")]
     assert found == expected

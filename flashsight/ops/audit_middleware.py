@@ -78,7 +78,8 @@ class OperationsMiddleware:
         fields: dict[str, Any] = {"kind": "request", "request_id": f"req-{uuid.uuid4().hex}"}
         fields |= {"caller": principal_of(request).label, "client_ip": client_ip_of(request)}
         fields |= trace.generation_fields() | {"status": response.status}
-        error = response.error or fields.get("error")
+        # The engine's own reason (lost, out of memory) says more than the client's generic 500.
+        error = fields.get("error") or response.error
         if error is None and trace.generation_closed_early:
             error = DISCONNECTED
         if error is not None:

@@ -30,7 +30,7 @@ from flashsight.ops.messages import Refusal, WorkerOptions
 log = logging.getLogger("flashsight.ops")
 
 _LOST = object()  # delivered to a request whose engine process went away
-_LOST_MESSAGE = "the engine stopped while serving this request; it is being restarted"
+LOST_MESSAGE = "the engine stopped while serving this request; it is being restarted"
 
 
 @dataclass(frozen=True)
@@ -253,7 +253,7 @@ def _put_all(items: list[tuple[_Stream, Any]]) -> None:
 
 def _lost_event(last: GenerationEvent | None) -> GenerationEvent:
     prompt, completion = (last.prompt_tokens, last.completion_tokens) if last else (0, 0)
-    return GenerationEvent("", [], prompt, completion, "error", _LOST_MESSAGE)
+    return GenerationEvent("", [], prompt, completion, "error", LOST_MESSAGE)
 
 
 def _exit_reason(exitcode: int | None) -> str:
