@@ -31,8 +31,11 @@ class VarlenSpans:
         return len(self.q_lens)
 
     def on(self, device: torch.device) -> torch.Tensor:
-        """[4, n] int32: q_starts, q_lens, k_starts, k_lens."""
+        """[4, n'] int32: q_starts, q_lens, k_starts, k_lens (n' >= n)."""
         if self._on_device is None or self._on_device.device != device:
-            rows = [self.q_starts, self.q_lens, self.k_starts, self.k_lens]
+            # Rows padded to whole 16 bytes: Triton compiles a kernel per pointer alignment, and
+            # unaligned rows would compile new variants as batch sizes change, mid-serving.
+            pad = [0] * (-len(self) % 4)
+            rows = [self.q_starts + pad, self.q_lens + pad, self.k_starts + pad, self.k_lens + pad]
             self._on_device = torch.tensor(rows, dtype=torch.int32, device=device)
         return self._on_device
