@@ -60,16 +60,15 @@ class ModelRunner:
 
     @torch.inference_mode()
     def warm_up(self) -> None:
-        """Compile the attention kernels' variants now, not during some request's first token."""
-        config, ops = self.ckpt.config, self.model.model.language_model.ops
-        text, vision = config.text_config, config.vision_config
-        shapes = ((text.num_attention_heads, text.num_key_value_heads, text.hidden_size // text.num_attention_heads, True),
-                  (vision.num_heads, vision.num_heads, vision.hidden_size // vision.num_heads, False))  # fmt: skip
-        for heads, kv_heads, dim, causal in shapes:
-            for rows in (16, 256):  # both tile heights
-                q = torch.randn(rows, heads, dim, device=self.device, dtype=self.ckpt.dtype)
-                k = torch.randn(rows, kv_heads, dim, device=self.device, dtype=self.ckpt.dtype)
-                ops.varlen_attention(q, k, k, VarlenSpans.square([rows]), causal)
+        """Compile the text prefill kernel's variants now, not during some request's first token
+        (the vision tower's attention goes through SDPA on a GPU)."""
+        text, ops = self.ckpt.config.text_config, self.model.model.language_model.ops
+        heads, kv_heads = text.num_attention_heads, text.num_key_value_heads
+        dim = text.hidden_size // heads
+        for rows in (16, 256):  # both tile heights
+            q = torch.randn(rows, heads, dim, device=self.device, dtype=self.ckpt.dtype)
+            k = torch.randn(rows, kv_heads, dim, device=self.device, dtype=self.ckpt.dtype)
+            ops.varlen_attention(q, k, k, VarlenSpans.square([rows]), causal=True)
 
     def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
         page = self.cache.block_size

@@ -1,6 +1,6 @@
-"""FlashAttention-style attention for many sequences of different lengths in one launch:
-prefill chunks of the text decoder (causal, grouped KV heads, after any cached prefix) and the
-vision tower's per-image attention (not causal).
+"""FlashAttention-style attention for many sequences of different lengths in one launch: the
+text decoder's prefill chunks (causal, grouped KV heads, after any cached prefix). It also takes
+non-causal batches (the vision tower's shape), which on a GPU now go through SDPA instead.
 
 Sequence i's queries are rows q_starts[i] .. q_starts[i] + q_lens[i] of `q`; its keys and values
 are rows k_starts[i] .. + k_lens[i] of `k` and `v`. Under `causal`, query j of a chunk sees keys
