@@ -101,3 +101,25 @@ def _decisive(logits: torch.Tensor) -> bool:
     """The top two logits are far enough apart that bf16 rounding cannot swap them."""
     top2 = logits.topk(2).values
     return (top2[0] - top2[1]).item() > 0.05 * top2[0].abs().item() + 0.05
+
+
+def test_the_pipelined_engine_serves_the_fast_paths_greedy_tokens(engine):
+    """The engine queues each step before reading the last one's token back, feeding it on the
+    GPU: served alone, a request gets exactly the tokens of the fast path run step by step."""
+    import asyncio
+
+    from PIL import Image
+
+    from flashsight.engine.types import ChatRequest, SamplingParams
+
+    generator = torch.Generator().manual_seed(1)
+    pixels = (torch.rand(640, 480, 3, generator=generator) * 255).to(torch.uint8).numpy()
+    messages = [{"role": "user", "content": [{"type": "image", "image": Image.fromarray(pixels)},
+                                             {"type": "text", "text": "What does this screenshot say?"}]}]  # fmt: skip
+    chat = ChatRequest("gpu-pipeline", messages, SamplingParams(max_tokens=DECODE_STEPS + 1, temperature=0.0, ignore_eos=True))
+    _, stepped = _logits_along(engine, chat, None, "fast")
+
+    async def served():
+        return [t async for event in engine.generate(chat) for t in event.token_ids]
+
+    assert asyncio.run(served()) == stepped

@@ -29,10 +29,10 @@ def engine(tiny_model_dir):
 def limit_memory(engine: Engine) -> None:
     execute = engine.runner.execute
 
-    def execute_within_memory(batch):
+    def execute_within_memory(batch, previous=None):
         if any(count > MEMORY_LIMIT_TOKENS for _, count in batch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return execute(batch)
+        return execute(batch, previous)
 
     engine.runner.execute = execute_within_memory
 

@@ -78,8 +78,10 @@ def check_varlen() -> None:
     # a fresh prompt, a one-token chunk after a cached prefix, a chunk after a cached prefix
     args = (q, k, v, VarlenSpans([0, 70, 75], [70, 5, 100], [0, 90, 100], [70, 10, 150]))
     for causal in (True, False):
-        got, want = varlen_attention(*args, causal=causal), varlen_attention_reference(*args, causal=causal)
-        close(f"varlen attention (causal={causal})", got[:175], want[:175])
+        want = varlen_attention_reference(*args, causal=causal)
+        for tiles in (None, (64, 32, 4, 2), (32, 128, 4, 3)):  # unmasked tiles before the diagonal, or none
+            got = varlen_attention(*args, causal=causal, tiles=tiles)
+            close(f"varlen attention (causal={causal}, tiles {tiles or 'default'})", got[:175], want[:175])
 
 
 def check_engine(model_dir: str) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from flashsight.engine.host_copy import to_device
 from flashsight.engine.paged_attention import PagedKVCache
 from flashsight.engine.sequence import Sequence
 
@@ -85,11 +86,12 @@ class DecodeRunner:
         return True
 
     @torch.inference_mode()
-    def execute(self, batch: list[tuple[Sequence, int]]) -> torch.Tensor:
-        """Logits [len(batch), vocab] float32 for the batch's next tokens."""
+    def execute(self, batch: list[tuple[Sequence, int]], previous: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [len(batch), vocab] float32 for the batch's next tokens (placeholder tokens
+        taken from `previous`, the step before's tokens, on the device)."""
         rows = len(batch)
         padded = self._bucket(rows) if self.use_graphs else rows
-        self._fill(batch, padded)
+        self._fill(batch, padded, previous)
         if padded not in self.graphs:
             return self._forward(self.inputs.first(padded))[:rows]
         graph, logits = self.graphs[padded]
@@ -127,29 +129,37 @@ class DecodeRunner:
                 return size
         return self.max_seqs
 
-    def _fill(self, batch: list[tuple[Sequence, int]], padded: int) -> None:
-        """Copy the step's token ids, positions, slots and block tables into the buffers; padding
-        rows write to the scratch slot and attend to nothing."""
+    def _fill(self, batch: list[tuple[Sequence, int]], padded: int, previous: torch.Tensor | None) -> None:
+        """Copy the step's token ids, positions, slots and block tables into the buffers, in one
+        copy that does not wait for the GPU; padding rows write to the scratch slot and attend to
+        nothing. A token still on the GPU (a placeholder) is taken from `previous` there."""
         page = self.cache.block_size
-        token_ids, positions, slots, lens = [], [[], [], []], [], []
+        token_ids, positions, slots, lens, tables = [], [[], [], []], [], [], []
+        late_rows, late_sources = [], []
         widest = max(len(seq.block_table) for seq, _ in batch)
-        tables = torch.zeros((padded, widest), dtype=torch.int32)
         for row, (seq, _) in enumerate(batch):
             index = seq.num_computed
             token_ids.append(seq.token_ids[index])
+            if seq.unresolved and index == len(seq.token_ids) - 1:
+                late_rows.append(row)
+                late_sources.append(seq.pending[1])
             for axis, value in enumerate(seq.position_of(index)):
                 positions[axis].append(value)
             slots.append(seq.block_table[index // page] * page + index % page)
             lens.append(index + 1)
-            tables[row, : len(seq.block_table)] = torch.tensor(seq.block_table, dtype=torch.int32)
+            tables += seq.block_table
+            tables += [0] * (widest - len(seq.block_table))
         pad = padded - len(batch)
-        token_ids += [0] * pad
-        positions = [axis + [0] * pad for axis in positions]
-        slots += [self.cache.scratch_slot] * pad
-        lens += [0] * pad
+        tables += [0] * (pad * widest)
+        packed = to_device(token_ids + [0] * pad + positions[0] + [0] * pad + positions[1] + [0] * pad
+                           + positions[2] + [0] * pad + slots + [self.cache.scratch_slot] * pad + lens + [0] * pad
+                           + tables + late_rows + late_sources, torch.long, self.device)  # fmt: skip
+        fields = packed.split([padded, 3 * padded, padded, padded, padded * widest, len(late_rows), len(late_sources)])
         inputs = self.inputs
-        inputs.token_ids[:padded].copy_(torch.tensor(token_ids), non_blocking=True)
-        inputs.positions[:, :padded].copy_(torch.tensor(positions), non_blocking=True)
-        inputs.slots[:padded].copy_(torch.tensor(slots), non_blocking=True)
-        inputs.context_lens[:padded].copy_(torch.tensor(lens, dtype=torch.int32), non_blocking=True)
-        inputs.block_tables[:padded, :widest].copy_(tables, non_blocking=True)
+        inputs.token_ids[:padded].copy_(fields[0])
+        inputs.positions[:, :padded].copy_(fields[1].view(3, padded))
+        inputs.slots[:padded].copy_(fields[2])
+        inputs.context_lens[:padded].copy_(fields[3])
+        inputs.block_tables[:padded, :widest].copy_(fields[4].view(padded, widest))
+        if late_rows:
+            inputs.token_ids[fields[5]] = previous[fields[6]]

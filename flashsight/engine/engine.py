@@ -27,6 +27,7 @@ from flashsight.engine.decode_runner import DecodeRunner
 from flashsight.engine.detokenizer import OutputText
 from flashsight.engine.errors import EngineOverloadedError, InvalidRequestError
 from flashsight.engine.guided import GrammarCompiler
+from flashsight.engine.host_copy import HostTokens
 from flashsight.engine.image_cache import ImageCache
 from flashsight.engine.kernels.ops import pick_ops
 from flashsight.engine.kv_budget import kv_cache_blocks
@@ -54,6 +55,20 @@ class _Job:
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
         except RuntimeError:  # the requester's event loop is gone: nobody is listening
             self.seq.cancelled.set()
+
+
+_PLACEHOLDER = 0  # stands for a sampled token until it is read back; never fed to the model
+
+
+@dataclass(eq=False)
+class _LaunchedStep:
+    """A step queued on the GPU whose sampled tokens the CPU has not read yet."""
+
+    number: int
+    computed: list[tuple[Sequence, int, int]] = field(default_factory=list)  # seq, num_computed, preemptions
+    sampled: list[tuple[Sequence, int]] = field(default_factory=list)  # seq, index of its placeholder
+    tokens: HostTokens | None = None  # in the order of `sampled`
+    needs_history: bool = False  # a sequence in it samples with a grammar or its own generator
 
 
 class Engine:
@@ -87,6 +102,8 @@ class Engine:
         self._incoming: queue.Queue[_Job | None] = queue.Queue()
         self._jobs: dict[int, _Job] = {}  # by id(seq), owned by the worker
         self._trim_asked = threading.Event()
+        self._in_flight: _LaunchedStep | None = None  # the step whose tokens are not read back yet
+        self._step_number = 0
         self._worker = threading.Thread(target=self._serve, name="flashsight-engine", daemon=True)
         self._worker.start()
 
@@ -190,16 +207,23 @@ class Engine:
     # ---- the worker thread --------------------------------------------------------------------
 
     def _serve(self) -> None:
-        while self._admit(block=not self.scheduler.has_work()):
+        """Each turn queues step N+1 on the GPU before reading step N's tokens back, so the CPU
+        work of a step (detokenizing, events, scheduling, building inputs) overlaps the GPU's
+        work on the next one instead of leaving it idle."""
+        while self._admit(block=not self.scheduler.has_work() and self._in_flight is None):
             try:
                 if self._trim_asked.is_set():
                     self._trim_caches()
                 self._drop_cancelled()
+                if self._in_flight is not None and self._in_flight.needs_history:
+                    self._read_back()  # a grammar or a seeded draw needs its tokens on the CPU first
                 batch = self.scheduler.schedule() if self.scheduler.has_work() else []
-                if batch:
-                    self._step(batch)
+                launched = self._launch(batch) if batch else None
+                self._read_back()
+                self._in_flight = launched
             except Exception:  # a bug in the loop itself: fail what is in flight, keep serving
                 log.exception("the engine loop failed; %d requests end with an error", len(self._jobs))
+                self._in_flight = None
                 for job in list(self._jobs.values()):
                     self._fail(job)
 
@@ -221,43 +245,74 @@ class Engine:
             self._end(job)
             self.stats.aborted_requests += 1
 
-    def _step(self, batch: list[tuple[Sequence, int]]) -> None:
+    def _launch(self, batch: list[tuple[Sequence, int]]) -> _LaunchedStep | None:
+        """Queue the batch's model step and its sampling on the GPU. The sampled tokens go into
+        the sequences as placeholders; the step that follows reads them on the device."""
         self.stats.steps += 1
         for seq, _ in batch:
             if seq.queued_s is None:
                 seq.queued_s = time.monotonic() - seq.submitted_at
+        previous = self._in_flight.tokens.on_device if self._in_flight and self._in_flight.tokens else None
         try:
-            ends, logits = self.runner.execute(batch)
+            ends, logits = self.runner.execute(batch, previous)
         except torch.cuda.OutOfMemoryError:
             self._out_of_memory(batch)
-            return
+            return None
         except Exception:  # a failed step fails its requests, never the engine
             log.exception("an engine step failed; its %d requests end with an error", len(batch))
             for seq, _ in batch:
                 self._fail(self._jobs[id(seq)])
-            return
+            return None
+        self._step_number += 1
+        step = _LaunchedStep(self._step_number)
         for seq, count in batch:
             seq.num_computed += count
-            computed_blocks = seq.num_computed // self.blocks.block_size
-            self.blocks.commit(seq.block_table, seq.block_keys(self.blocks.block_size)[:computed_blocks])
-        if ends:
-            self._sample([batch[i][0] for i in ends], logits)
-
-    def _sample(self, seqs: list[Sequence], logits) -> None:
-        """One token for each sequence: drawn together, then each request hears of its own."""
+            step.computed.append((seq, seq.num_computed, seq.preemptions))
+        if not ends:
+            return step
+        seqs = [batch[i][0] for i in ends]
         try:
-            tokens = sample_batch([seq.sampler for seq in seqs], logits)
+            pending = [seq.pending[1] if seq.unresolved else None for seq in seqs]
+            step.tokens = HostTokens(sample_batch([seq.sampler for seq in seqs], logits, pending, previous))
         except Exception:
             log.exception("sampling failed for a step; its %d requests end with an error", len(seqs))
             for seq in seqs:
                 self._fail(self._jobs[id(seq)])
+            return step
+        for row, seq in enumerate(seqs):
+            seq.token_ids.append(_PLACEHOLDER)
+            seq.unresolved += 1
+            seq.pending = (step.number, row)
+            step.sampled.append((seq, len(seq.token_ids) - 1))
+            step.needs_history |= seq.sampler.guide is not None or seq.sampler.generator is not None
+        return step
+
+    def _read_back(self) -> None:
+        """Wait for the step in flight's tokens, put them in place of their placeholders, commit
+        the blocks it filled, and tell each request of its token."""
+        step, self._in_flight = self._in_flight, None
+        if step is None:
             return
-        for seq, token in zip(seqs, tokens):
+        tokens = step.tokens.tolist() if step.tokens is not None else []
+        for row, ((seq, index), token) in enumerate(zip(step.sampled, tokens)):
+            seq.token_ids[index] = token
+            seq.unresolved -= 1
+            if seq.pending == (step.number, row):
+                seq.pending = None
+        for seq, computed, preemptions in step.computed:
+            if id(seq) in self._jobs and seq.preemptions == preemptions:
+                full_blocks = computed // self.blocks.block_size
+                self.blocks.commit(seq.block_table, seq.block_keys(self.blocks.block_size)[:full_blocks])
+        for (seq, index), token in zip(step.sampled, tokens):
+            job = self._jobs.get(id(seq))
+            if job is None:  # it ended while the step ran (a stop, a cancel): the token is moot
+                continue
             try:
-                self._append_token(self._jobs[id(seq)], token)
+                seq.sampler.record(token)
+                self._append_token(job, token, index)
             except Exception:
                 log.exception("request %s failed after an engine step", seq.request_id)
-                self._fail(self._jobs[id(seq)])
+                self._fail(job)
 
     def _out_of_memory(self, batch: list[tuple[Sequence, int]]) -> None:
         """Fail the request with the largest chunk, the likeliest cause, and free the caches. The
@@ -279,11 +334,13 @@ class Engine:
 
     def _fail(self, job: _Job, reason: str = "the engine failed") -> None:
         self._end(job)
-        job.emit(GenerationEvent("", [], job.seq.prompt_len, job.seq.num_output, "error", reason))
-
-    def _append_token(self, job: _Job, token: int) -> None:
         seq = job.seq
-        seq.token_ids.append(token)
+        job.emit(GenerationEvent("", [], seq.prompt_len, seq.num_known - seq.prompt_len, "error", reason))
+
+    def _append_token(self, job: _Job, token: int, index: int) -> None:
+        """Tell the requester of its output token at `index` in its tokens."""
+        seq = job.seq
+        emitted = index - seq.prompt_len + 1
         self.stats.count_token()
         finish = None
         guide = seq.sampler.guide
@@ -291,13 +348,13 @@ class Engine:
             finish, delta = "stop", ""
         else:
             delta = seq.text.append(token)
-            finish = "stop" if seq.text.stopped else ("length" if seq.num_output >= seq.max_tokens else None)
+            finish = "stop" if seq.text.stopped else ("length" if emitted >= seq.max_tokens else None)
         if finish:
             self.stats.finished_requests += 1
             self._end(job)  # blocks are free before the requester hears it is done
-            job.emit(seq.event(delta + seq.text.finish(), [token], finish))
+            job.emit(seq.event(delta + seq.text.finish(), [token], emitted, finish))
         else:
-            job.emit(seq.event(delta, [token]))
+            job.emit(seq.event(delta, [token], emitted))
 
     def _end(self, job: _Job) -> None:
         self.scheduler.finish(job.seq)

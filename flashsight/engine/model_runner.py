@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from flashsight.engine.decode_runner import DecodeRunner
+from flashsight.engine.host_copy import to_device
 from flashsight.engine.image_cache import ImageCache
 from flashsight.engine.kernels.varlen_spans import VarlenSpans
 from flashsight.engine.loader import LoadedCheckpoint
@@ -25,12 +26,15 @@ class ModelRunner:
         self.decoder = decoder  # the fast path for steps that are all decodes
 
     @torch.inference_mode()
-    def execute(self, batch: list[Chunk]) -> tuple[list[int], torch.Tensor]:
+    def execute(self, batch: list[Chunk], previous: torch.Tensor | None = None) -> tuple[list[int], torch.Tensor]:
         """Run the batch. Returns the indices in `batch` of the chunks that end their sequence's
         known tokens, and their next-token logits [len(indices), vocab] float32 (a buffer the
-        next step may reuse: consume it first)."""
+        next step may reuse: consume it first). A sequence's last token may be a placeholder for
+        one the previous step sampled: it is taken from `previous` on the device (`seq.pending`).
+        Nothing here waits for the GPU."""
         if self.decoder is not None and self.decoder.accepts(batch):
-            return list(range(len(batch))), self.decoder.execute(batch)
+            return list(range(len(batch))), self.decoder.execute(batch, previous)
+        device, long = self.device, torch.long
         ids, positions, chunks, new_slots, last_rows = [], [], [], [], []
         decode_rows, decode_seqs = [], []
         offset = 0
@@ -38,25 +42,39 @@ class ModelRunner:
             start = seq.num_computed
             ids += seq.token_ids[start : start + count]
             positions.append(seq.positions(start, count))
-            new_slots += self._slots(seq.block_table, start, start + count)
+            new_slots.append(self._slots(seq.block_table, start, start + count))
             if count == 1:
                 decode_rows.append(offset)
                 decode_seqs.append(seq)
             else:
-                context = torch.tensor(self._slots(seq.block_table, 0, start + count), device=self.device)
+                context = to_device(self._slots(seq.block_table, 0, start + count), long, device)
                 chunks.append(SeqSlice(offset, count, context))
             offset += count
             last_rows.append(offset - 1)
-        x = self.model.embed(torch.tensor(ids, device=self.device), [])
+        token_ids = to_device(ids, long, device)
+        self._take_pending(token_ids, batch, previous)
+        x = self.model.embed(token_ids, [])
         self._insert_images(x, batch)
-        attention = BatchAttention(self.cache, torch.tensor(new_slots, device=self.device), chunks,
+        attention = BatchAttention(self.cache, to_device(torch.cat(new_slots), long, device), chunks,
                                    self._decode_rows(decode_rows, decode_seqs), self.model.model.language_model.ops)  # fmt: skip
-        hidden = self.model(x, torch.cat(positions, dim=1).to(self.device), attention.attend)
+        hidden = self.model(x, to_device(torch.cat(positions, dim=1), long, device), attention.attend)
         ends = [i for i, (seq, count) in enumerate(batch) if seq.num_computed + count == len(seq.token_ids)]
         if not ends:
             return [], hidden.new_empty((0,))
-        last_rows = torch.tensor([last_rows[i] for i in ends], device=self.device)
-        return ends, self.model.logits(hidden[last_rows])
+        return ends, self.model.logits(hidden[to_device([last_rows[i] for i in ends], long, device)])
+
+    def _take_pending(self, token_ids: torch.Tensor, batch: list[Chunk], previous: torch.Tensor | None) -> None:
+        """Fill the rows whose token is still a placeholder from the previous step's tokens."""
+        rows, sources, offset = [], [], 0
+        for seq, count in batch:
+            last = len(seq.token_ids) - 1
+            if seq.unresolved and seq.num_computed <= last < seq.num_computed + count:
+                rows.append(offset + last - seq.num_computed)
+                sources.append(seq.pending[1])
+            offset += count
+        if rows:
+            rows_on_device = to_device(rows, torch.long, self.device)
+            token_ids[rows_on_device] = previous[to_device(sources, torch.long, self.device)]
 
     @torch.inference_mode()
     def warm_up(self) -> None:
@@ -65,24 +83,27 @@ class ModelRunner:
         text, ops = self.ckpt.config.text_config, self.model.model.language_model.ops
         heads, kv_heads = text.num_attention_heads, text.num_key_value_heads
         dim = text.hidden_size // heads
-        for rows in (16, 256):  # both tile heights
-            q = torch.randn(rows, heads, dim, device=self.device, dtype=self.ckpt.dtype)
-            k = torch.randn(rows, kv_heads, dim, device=self.device, dtype=self.ckpt.dtype)
-            ops.varlen_attention(q, k, k, VarlenSpans.square([rows]), causal=True)
+        # One call compiles it: lengths reach the kernel in a tensor, and every stride it will see
+        # is a multiple of 16 elements, as here.
+        q = torch.randn(256, heads, dim, device=self.device, dtype=self.ckpt.dtype)
+        k = torch.randn(256, kv_heads, dim, device=self.device, dtype=self.ckpt.dtype)
+        ops.varlen_attention(q, k, k, VarlenSpans.square([256]), causal=True)
 
-    def _slots(self, block_table: list[int], start: int, end: int) -> list[int]:
+    def _slots(self, block_table: list[int], start: int, end: int) -> torch.Tensor:
+        """[end - start] int64 on the CPU: the cache slots of tokens start..end."""
         page = self.cache.block_size
-        return [block_table[i // page] * page + i % page for i in range(start, end)]
+        index = torch.arange(start, end)
+        return torch.tensor(block_table)[index // page] * page + index % page
 
     def _decode_rows(self, rows: list[int], seqs: list[Sequence]) -> DecodeRows | None:
         if not rows:
             return None
         widest = max(len(seq.block_table) for seq in seqs)
-        tables = torch.zeros((len(seqs), widest), dtype=torch.int32)
-        for i, seq in enumerate(seqs):
-            tables[i, : len(seq.block_table)] = torch.tensor(seq.block_table, dtype=torch.int32)
-        lens = torch.tensor([seq.num_computed + 1 for seq in seqs], dtype=torch.int32)
-        return DecodeRows(torch.tensor(rows, device=self.device), tables.to(self.device), lens.to(self.device))
+        tables = [seq.block_table + [0] * (widest - len(seq.block_table)) for seq in seqs]
+        lens = [seq.num_computed + 1 for seq in seqs]
+        device = self.device
+        return DecodeRows(to_device(rows, torch.long, device), to_device(tables, torch.int32, device),
+                          to_device(lens, torch.int32, device))  # fmt: skip
 
     def _insert_images(self, x: torch.Tensor, batch: list[Chunk]) -> None:
         """Overwrite image placeholder rows with the rows of their image's embeddings."""
@@ -114,6 +135,11 @@ class ModelRunner:
             else:
                 found[digest] = cached
         if missing:
+            if self.device.type == "cuda":
+                for seq, _ in missing.values():
+                    # Made on the image stream: its memory must not be handed out again there
+                    # before this stream has read it.
+                    seq.prompt.pixel_values.record_stream(torch.cuda.current_stream(self.device))
             pixels = torch.cat([seq.prompt.image_pixels(i) for seq, i in missing.values()]).to(self.device)
             grids = [seq.prompt.image_grids[i] for seq, i in missing.values()]
             for digest, embeds in zip(missing, self.model.encode_images(pixels, grids)):

@@ -45,6 +45,9 @@ class PromptBuilder:
         # on CUDA tensors): tens of milliseconds of CPU per photo become one or two, and the
         # patches are already where the vision tower reads them, in its dtype.
         self.image_device, self.image_dtype = image_device, image_dtype
+        # ...on a stream of its own: the processor's copies wait for their stream's queue, and on
+        # the engine's stream that queue holds the next step or two of the model.
+        self._image_stream = torch.cuda.Stream(image_device) if image_device is not None else None
         self.template = processor.chat_template or fallback_template()
         # Fast tokenizers set their padding/truncation state per call: concurrent calls from
         # request threads would collide ("Already borrowed"), so encoding is serialized.
@@ -55,18 +58,21 @@ class PromptBuilder:
     ) -> PreparedPrompt:
         template_messages, images = split_images(messages)
         text = self.render(template_messages, template_kwargs, tools)
+        on_device = images and self._image_stream is not None
         try:
-            with self._encode_lock:
-                on_device = {"device": str(self.image_device)} if images and self.image_device is not None else {}
-                encoded = self.processor(text=[text], images=images or None, return_tensors="pt", **on_device)
+            with self._encode_lock, torch.cuda.stream(self._image_stream if on_device else None):
+                device = {"device": str(self.image_device)} if on_device else {}
+                encoded = self.processor(text=[text], images=images or None, return_tensors="pt", **device)
+                pixels = encoded.get("pixel_values")
+                if pixels is not None and self.image_dtype is not None:
+                    pixels = pixels.to(self.image_dtype)  # the vision tower's first cast, done early: half the memory
+                if on_device:
+                    self._image_stream.synchronize()  # the pixels are whole before the engine reads them
         except ValueError as exc:  # e.g. an aspect ratio the image processor refuses
             raise InvalidRequestError(f"an image cannot be processed: {exc}", param="messages") from None
         ids = encoded["input_ids"][0].tolist()
         grids = [tuple(g) for g in encoded["image_grid_thw"].tolist()] if images else []
         positions = prompt_positions(ids, self.image_token_id, grids, self.merge_size)
-        pixels = encoded.get("pixel_values")
-        if pixels is not None and self.image_dtype is not None:
-            pixels = pixels.to(self.image_dtype)  # the vision tower's first cast, done early: half the memory
         return PreparedPrompt(
             ids, positions, next_position(positions), pixels, grids,
             image_spans(ids, self.image_token_id), [image_hash(image) for image in images],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from flashsight.engine.host_copy import to_device
 from flashsight.engine.types import SamplingParams
 
 
@@ -22,14 +23,29 @@ class TokenSampler:
         self.guide = guide  # a GrammarGuide when the output is constrained
         self.end_ids = end_ids  # EOS and stop-token ids, masked until min_tokens are out
         self.device = device
-        self.prompt_ids = torch.tensor(sorted(set(prompt_ids)), dtype=torch.long, device=device)
+        self._prompt_ids = sorted(set(prompt_ids))
+        self._prompt_ids_on_device: torch.Tensor | None = None
         self.output_ids: list[int] = []
         self.generator = None
         if params.seed is not None and params.temperature > 0:
             self.generator = torch.Generator(device=device).manual_seed(params.seed)
 
+    @property
+    def prompt_ids(self) -> torch.Tensor:
+        """The prompt's distinct token ids on the device, copied there on first use (by the
+        engine's thread, never the requester's: the copy must not wait on the GPU's queue)."""
+        if self._prompt_ids_on_device is None:
+            self._prompt_ids_on_device = to_device(self._prompt_ids, torch.long, self.device)
+        return self._prompt_ids_on_device
+
+    def record(self, token: int) -> None:
+        """The token chosen for this request, once it is known on the CPU."""
+        if self.guide is not None:
+            self.guide.accept(token)
+        self.output_ids.append(token)
+
     def sample(self, logits: torch.Tensor) -> int:
-        """logits: [vocab] float32 for the next position."""
+        """logits: [vocab] float32 for the next position. The caller records the token."""
         logits = self._penalize(logits.clone())
         if len(self.output_ids) < self.params.min_tokens and self.end_ids:
             logits[list(self.end_ids)] = float("-inf")
@@ -39,9 +55,6 @@ class TokenSampler:
             token = int(torch.argmax(logits))
         else:
             token = self._draw(logits / self.params.temperature)
-        if self.guide is not None:
-            self.guide.accept(token)
-        self.output_ids.append(token)
         return token
 
     def _penalize(self, logits: torch.Tensor) -> torch.Tensor:
@@ -49,11 +62,11 @@ class TokenSampler:
         if p.repetition_penalty != 1.0:
             seen = self.prompt_ids
             if self.output_ids:
-                seen = torch.cat([seen, torch.tensor(self.output_ids, device=self.device)]).unique()
+                seen = torch.cat([seen, to_device(self.output_ids, torch.long, self.device)]).unique()
             picked = logits[seen]
             logits[seen] = torch.where(picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty)
         if self.output_ids and (p.presence_penalty or p.frequency_penalty):
-            ids, counts = torch.tensor(self.output_ids, device=self.device).unique(return_counts=True)
+            ids, counts = to_device(self.output_ids, torch.long, self.device).unique(return_counts=True)
             logits[ids] -= p.frequency_penalty * counts.to(logits.dtype) + p.presence_penalty
         return logits
 

@@ -51,6 +51,9 @@ class Scheduler:
         batch, preempted, index = [], False, 0
         while index < len(self.running) and budget > 0:
             seq = self.running[index]
+            if seq.has_all_tokens:  # its final token is still on the GPU: it ends when read back
+                index += 1
+                continue
             count = min(seq.num_uncomputed, budget)
             while not self.blocks.can_allocate(seq.block_table, seq.num_computed + count):
                 preempted = True

@@ -39,6 +39,10 @@ class Sequence:
     preemptions: int = 0
     submitted_at: float = field(default_factory=time.monotonic)
     queued_s: float | None = None  # set by the engine when the sequence is first scheduled
+    # Tokens sampled by steps still on the GPU sit in token_ids as placeholders until they are
+    # read back; `pending` says where the newest one is: (step number, row of that step's tokens).
+    unresolved: int = 0
+    pending: tuple[int, int] | None = None
     _keys: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
@@ -53,8 +57,18 @@ class Sequence:
         return len(self.token_ids) - self.prompt_len
 
     @property
+    def num_known(self) -> int:
+        """Tokens whose values are on the CPU (all but the placeholders at the end)."""
+        return len(self.token_ids) - self.unresolved
+
+    @property
     def num_uncomputed(self) -> int:
         return len(self.token_ids) - self.num_computed
+
+    @property
+    def has_all_tokens(self) -> bool:
+        """Its last output token is sampled (maybe still on the GPU): nothing more to compute."""
+        return self.num_output >= max(self.max_tokens, 1)
 
     def positions(self, start: int, count: int) -> torch.Tensor:
         """[3, count] M-RoPE positions of tokens start..start+count: the prompt's own, then
@@ -76,8 +90,8 @@ class Sequence:
         return value, value, value
 
     def block_keys(self, block_size: int) -> list[str]:
-        """Prefix-cache keys of the full blocks of the tokens so far (extended as tokens grow)."""
-        full = len(self.token_ids) // block_size
+        """Prefix-cache keys of the full blocks of the known tokens (extended as tokens grow)."""
+        full = self.num_known // block_size
         if len(self._keys) < full:
             extras = self.block_extras(block_size)
             self._keys = block_keys(self.token_ids[: full * block_size], block_size, extras, self._keys)
@@ -91,6 +105,7 @@ class Sequence:
                 extras[block].append(digest)
         return [tuple(e) for e in extras]
 
-    def event(self, text: str, tokens: list[int], finish: str | None = None) -> GenerationEvent:
-        queued_s = self.queued_s if self.num_output == 1 else None
-        return GenerationEvent(text, tokens, self.prompt_len, self.num_output, finish, queued_s=queued_s)
+    def event(self, text: str, tokens: list[int], emitted: int, finish: str | None = None) -> GenerationEvent:
+        """An event for the requester, `emitted` output tokens told so far (this one's included)."""
+        queued_s = self.queued_s if emitted == 1 else None
+        return GenerationEvent(text, tokens, self.prompt_len, emitted, finish, queued_s=queued_s)

@@ -129,10 +129,11 @@ def _install_hang_hook(engine: Any, marker: str) -> None:
     messages contain `marker` has its first token, the next step never returns, as a wedged GPU."""
     execute, generate, hanging = engine.runner.execute, engine.generate, set()
 
-    def execute_or_hang(batch):
-        if any(seq.request_id in hanging and seq.num_output > 0 for seq, _ in batch):
+    def execute_or_hang(batch, previous=None):
+        # A token read back, not one still on the GPU: the requester has it.
+        if any(seq.request_id in hanging and seq.num_known > seq.prompt_len for seq, _ in batch):
             threading.Event().wait()
-        return execute(batch)
+        return execute(batch, previous)
 
     def generate_marked(request: ChatRequest):
         if marker in repr(request.messages):

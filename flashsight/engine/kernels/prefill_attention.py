@@ -20,13 +20,46 @@ _LOG2E = 1.4426950408889634
 
 
 @triton.jit
+def _attend_tile(acc, best, total, q, k_ptr, v_ptr, k_start, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
+                 start, rows, shift, k_len, scale_log2, dims,
+                 MASKED: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+    """One key tile of the online softmax. Unmasked tiles (every key visible to every row of the
+    block) skip the bounds and causal masks, which cost as much as the tile's arithmetic."""
+    cols = start + tl.arange(0, BLOCK_N)
+    if MASKED:
+        col_ok = cols < k_len
+        k = tl.load(k_ptr + (k_start + cols)[:, None] * stride_kt + kv_head * stride_kh + dims[None, :],
+                    mask=col_ok[:, None], other=0.0)  # fmt: skip
+        v = tl.load(v_ptr + (k_start + cols)[:, None] * stride_vt + kv_head * stride_vh + dims[None, :],
+                    mask=col_ok[:, None], other=0.0)  # fmt: skip
+    else:
+        k = tl.load(k_ptr + (k_start + cols)[:, None] * stride_kt + kv_head * stride_kh + dims[None, :])
+        v = tl.load(v_ptr + (k_start + cols)[:, None] * stride_vt + kv_head * stride_vh + dims[None, :])
+    scores = tl.dot(q, tl.trans(k)) * scale_log2
+    if MASKED:
+        allowed = col_ok[None, :]
+        if CAUSAL:
+            allowed = allowed & (cols[None, :] <= rows[:, None] + shift)
+        scores = tl.where(allowed, scores, float("-inf"))
+    # Every row sees key 0 in the first tile it computes, so `new_best` is finite from then on
+    # and exp2(-inf - new_best) = 0 rescales the empty start.
+    new_best = tl.maximum(best, tl.max(scores, axis=1))
+    p = tl.exp2(scores - new_best[:, None])
+    correction = tl.exp2(best - new_best)
+    total = total * correction + tl.sum(p, axis=1)
+    acc = acc * correction[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, new_best, total
+
+
+@triton.jit
 def _prefill_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, q_starts_ptr, q_lens_ptr, k_starts_ptr, k_lens_ptr,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
     scale_log2, group,
     CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    block_m = tl.program_id(0)
+    # The last row blocks of a causal sequence have the most keys: they start first.
+    block_m = tl.num_programs(0) - 1 - tl.program_id(0)
     head = tl.program_id(1)
     seq = tl.program_id(2)
     q_len = tl.load(q_lens_ptr + seq)
@@ -46,35 +79,32 @@ def _prefill_kernel(
     acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
     shift = k_len - q_len  # keys before the chunk
     end = k_len
+    visible_to_all = k_len
     if CAUSAL:
         end = tl.minimum(k_len, (block_m + 1) * BLOCK_M + shift)
-    for start in range(0, end, BLOCK_N):
-        cols = start + tl.arange(0, BLOCK_N)
-        col_ok = cols < k_len
-        k = tl.load(k_ptr + (k_start + cols)[:, None] * stride_kt + kv_head * stride_kh + dims[None, :],
-                    mask=col_ok[:, None], other=0.0)  # fmt: skip
-        scores = tl.dot(q, tl.trans(k)) * scale_log2
-        allowed = col_ok[None, :]
-        if CAUSAL:
-            allowed = allowed & (cols[None, :] <= rows[:, None] + shift)
-        scores = tl.where(allowed, scores, float("-inf"))
-        new_best = tl.maximum(best, tl.max(scores, axis=1))
-        safe_best = tl.where(new_best == float("-inf"), 0.0, new_best)
-        p = tl.exp2(scores - safe_best[:, None])
-        correction = tl.exp2(best - safe_best)
-        total = total * correction + tl.sum(p, axis=1)
-        v = tl.load(v_ptr + (k_start + cols)[:, None] * stride_vt + kv_head * stride_vh + dims[None, :],
-                    mask=col_ok[:, None], other=0.0)  # fmt: skip
-        acc = acc * correction[:, None] + tl.dot(p.to(v.dtype), v)
-        best = new_best
+        visible_to_all = tl.minimum(k_len, block_m * BLOCK_M + shift + 1)  # the block's first row's keys
+    unmasked_end = visible_to_all // BLOCK_N * BLOCK_N
+    for start in range(0, unmasked_end, BLOCK_N):
+        acc, best, total = _attend_tile(acc, best, total, q, k_ptr, v_ptr, k_start, kv_head, stride_kt, stride_kh,
+                                        stride_vt, stride_vh, start, rows, shift, k_len, scale_log2, dims,
+                                        MASKED=False, CAUSAL=CAUSAL, BLOCK_N=BLOCK_N)  # fmt: skip
+    for start in range(unmasked_end, end, BLOCK_N):
+        acc, best, total = _attend_tile(acc, best, total, q, k_ptr, v_ptr, k_start, kv_head, stride_kt, stride_kh,
+                                        stride_vt, stride_vh, start, rows, shift, k_len, scale_log2, dims,
+                                        MASKED=True, CAUSAL=CAUSAL, BLOCK_N=BLOCK_N)  # fmt: skip
     out = acc / tl.where(total > 0, total, 1.0)[:, None]
     tl.store(out_ptr + (q_start + rows)[:, None] * stride_ot + head * stride_oh + dims[None, :],
              out.to(q.dtype), mask=row_ok[:, None])  # fmt: skip
 
 
+# (BLOCK_M, BLOCK_N, num_warps, num_stages): the fastest of 36 shapes on the H200 for W1's prompt
+# alone, five in a launch, and a chunk after a cached prefix (benchmarks/prefill_tiles.py; BENCHMARKS.md).
+TILES = (64, 64, 4, 2)
+
+
 def varlen_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: VarlenSpans, causal: bool,
-    out: torch.Tensor | None = None,
+    out: torch.Tensor | None = None, tiles: tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """q: [Tq, heads, d]; k, v: [Tk, kv_heads, d] (channels contiguous). Writes each sequence's
     rows of `out` ([Tq, heads, d]; rows of no sequence are left as they are)."""
@@ -83,14 +113,13 @@ def varlen_attention(
     if not len(spans):
         return out
     q_starts, q_lens, k_starts, k_lens = spans.on(q.device)
-    block_m = 128 if max(spans.q_lens) >= 128 else 64
+    block_m, block_n, warps, stages = tiles or TILES
     grid = (triton.cdiv(max(spans.q_lens), block_m), heads, len(spans))
     _prefill_kernel[grid](
         q, k, v, out, q_starts, q_lens, k_starts, k_lens,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         head_dim**-0.5 * _LOG2E, heads // k.shape[1],
-        CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=64, num_warps=8 if block_m == 128 else 4,
-        num_stages=2,
+        CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return out
 

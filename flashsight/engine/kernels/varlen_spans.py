@@ -6,14 +6,16 @@ from dataclasses import dataclass, field
 
 import torch
 
+from flashsight.engine.host_copy import to_device
+
 
 @dataclass
 class VarlenSpans:
     """Where each sequence's queries and keys sit in a varlen batch: sequence i's queries are
     rows q_starts[i] .. + q_lens[i], its keys rows k_starts[i] .. + k_lens[i]. Built once per step
     and shared by every layer, so the kernel's copy of it reaches the GPU once: a copy from a
-    Python list waits for the GPU's queue to drain, and one per layer kept the CPU from ever
-    getting ahead of the GPU."""
+    Python list must not wait for the GPU's queue to drain (host_copy), and one per layer kept the
+    CPU from ever getting ahead of the GPU."""
 
     q_starts: list[int]
     q_lens: list[int]
@@ -37,5 +39,5 @@ class VarlenSpans:
             # unaligned rows would compile new variants as batch sizes change, mid-serving.
             pad = [0] * (-len(self) % 4)
             rows = [self.q_starts + pad, self.q_lens + pad, self.k_starts + pad, self.k_lens + pad]
-            self._on_device = torch.tensor(rows, dtype=torch.int32, device=device)
+            self._on_device = to_device(rows, torch.int32, device)
         return self._on_device

@@ -1,0 +1,88 @@
+"""Time the text prefill attention kernel's tile shapes on W1's prompt shapes (GPU only).
+
+    python benchmarks/prefill_tiles.py [--old PATH/TO/prefill_attention.py]
+
+Shapes: one 1394-token prompt, five of them in one launch, and a 694-token chunk after 700
+cached tokens; 32 query heads over 2 KV heads of 128 channels, bf16 (GLM-4.6V-Flash's text
+attention). Prints ms and TFLOP/s per (BLOCK_M, BLOCK_N, warps, stages), an older kernel's
+default for comparison, and cuDNN's attention through SDPA (KV heads expanded) as a yardstick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+
+import torch
+import torch.nn.functional as F
+from triton.testing import do_bench
+
+from flashsight.engine.kernels.prefill_attention import TILES, varlen_attention, varlen_attention_reference
+from flashsight.engine.kernels.varlen_spans import VarlenSpans
+
+HEADS, KV_HEADS, DIM = 32, 2, 128
+
+
+def case(q_lens: list[int], k_lens: list[int]):
+    q_starts = [sum(q_lens[:i]) for i in range(len(q_lens))]
+    k_starts = [sum(k_lens[:i]) for i in range(len(k_lens))]
+    spans = VarlenSpans(q_starts, q_lens, k_starts, k_lens)
+    q = torch.randn(sum(q_lens), HEADS, DIM, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(sum(k_lens), KV_HEADS, DIM, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    visible = sum(sum(min(kl, kl - ql + r + 1) for r in range(ql)) for ql, kl in zip(q_lens, k_lens))
+    return spans, q, k, v, 4 * visible * DIM * HEADS
+
+
+def sdpa_cudnn(q, k, v, spans: VarlenSpans) -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+        for qs, ql, ks, kl in zip(spans.q_starts, spans.q_lens, spans.k_starts, spans.k_lens):
+            qi = q[qs : qs + ql].transpose(0, 1)[None]
+            ki, vi = (t[ks : ks + kl].repeat_interleave(HEADS // KV_HEADS, dim=1).transpose(0, 1)[None] for t in (k, v))
+            F.scaled_dot_product_attention(qi, ki, vi, is_causal=ql == kl)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--old", help="an older prefill_attention.py, timed at its own defaults")
+    args = parser.parse_args()
+    old = None
+    if args.old:
+        spec = importlib.util.spec_from_file_location("old_prefill_attention", args.old)
+        old = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(old)
+    cases = {"one prompt": ([1394], [1394]), "five prompts": ([1394] * 5, [1394] * 5), "chunk after 700": ([694], [1394])}
+    torch.manual_seed(0)
+    for name, (q_lens, k_lens) in cases.items():
+        spans, q, k, v, flops = case(q_lens, k_lens)
+        want = varlen_attention_reference(q, k, v, spans, causal=True)
+        rows = []
+
+        def timed(label, fn):
+            try:
+                got = fn()
+                error = (got.float() - want.float()).abs().max().item() if got is not None else float("nan")
+                ms = do_bench(fn, warmup=10, rep=50)
+            except Exception as exc:  # a tile shape that does not fit in shared memory
+                print(f"  {label}: failed ({type(exc).__name__})")
+                return
+            rows.append((ms, label, error))
+
+        if old is not None:
+            timed("old kernel", lambda: old.varlen_attention(q, k, v, spans, True))
+        timed("cuDNN via SDPA", lambda: sdpa_cudnn(q, k, v, spans))
+        for tiles in itertools.product((64, 128), (32, 64, 128), (4, 8), (2, 3, 4)):
+            timed(f"tiles {tiles}", lambda tiles=tiles: varlen_attention(q, k, v, spans, True, tiles=tiles))
+        print(f"{name}: {flops / 1e9:.0f} GFLOP")
+        for ms, label, error in sorted(rows)[:12]:
+            print(f"  {ms * 1e3:8.1f} us  {flops / ms / 1e9:6.0f} TFLOP/s  max err {error:.1e}  {label}")
+        for ms, label, error in rows:
+            if label == "old kernel" or label == f"tiles {TILES}":
+                print(f"  {ms * 1e3:8.1f} us  {flops / ms / 1e9:6.0f} TFLOP/s  {label} (default)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The engine queues step N+1 before reading step N's tokens back: a token still on the device
+feeds the next step and counts in its penalties, exactly as if it had been read first."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from flashsight.engine.types import ChatRequest, SamplingParams
+from test_batching_fidelity import BYTES_PER_BLOCK, make_engine
+from test_fidelity import CONVERSATIONS, NEW_TOKENS
+
+PENALTY = 1.3
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_model_dir) -> dict[str, list[int]]:
+    """transformers' greedy tokens under a repetition penalty (over prompt and output, as ours)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from flashsight.engine.prompt import split_images
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    out = {}
+    for name, messages in CONVERSATIONS.items():
+        template_messages, images = split_images(messages)
+        prompt = processor.apply_chat_template(template_messages, tokenize=False, add_generation_prompt=True)
+        inputs = processor(text=[prompt], images=images or None, return_tensors="pt")
+        with torch.no_grad():
+            tokens = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False, repetition_penalty=PENALTY,
+                                    top_k=None, top_p=None, temperature=None)  # fmt: skip
+        out[name] = tokens[0, inputs["input_ids"].shape[1] :].tolist()
+    return out
+
+
+async def _tokens(engine, name: str) -> list[int]:
+    params = SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0, repetition_penalty=PENALTY)
+    return [t async for event in engine.generate(ChatRequest(name, CONVERSATIONS[name], params)) for t in event.token_ids]
+
+
+@pytest.mark.parametrize("options", [dict(), dict(kv_cache_gb=24 * BYTES_PER_BLOCK / 2**30, max_num_batched_tokens=64)],
+                         ids=["batched", "preempted"])  # fmt: skip
+def test_penalised_greedy_tokens_match_transformers_alone_and_batched(tiny_model_dir, expected, options):
+    engine = make_engine(tiny_model_dir, **options)
+    try:
+        alone = {name: asyncio.run(_tokens(engine, name)) for name in CONVERSATIONS}
+
+        async def together():
+            return await asyncio.gather(*(_tokens(engine, name) for name in CONVERSATIONS))
+
+        batched = dict(zip(CONVERSATIONS, asyncio.run(together())))
+        if options:
+            assert engine.scheduler.preemptions > 0  # the budget really forced recomputation
+    finally:
+        asyncio.run(engine.shutdown())
+    assert alone == expected
+    assert batched == expected
