@@ -16,6 +16,7 @@ import asyncio
 import io
 import json
 import statistics
+import sys
 import tempfile
 import time
 
@@ -170,14 +171,17 @@ def main() -> None:
     parser.add_argument("--max-num-batched-tokens", type=int, default=EngineConfig.max_num_batched_tokens)
     parser.add_argument("--profile", help="write a kernel-time table of one W1 request here")
     parser.add_argument("--json", help="also write the summary here")
+    parser.add_argument("--switch-interval-ms", type=float, help="the GIL's switch interval (Python's default: 5)")
     args = parser.parse_args()
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1e3)
     model = args.model or write_test_model(tempfile.mkdtemp(), size="full")
     start = time.perf_counter()
     engine = Engine(EngineConfig(model=str(model), kernels=args.kernels, cuda_graphs=args.cuda_graphs,
                                  max_num_batched_tokens=args.max_num_batched_tokens))  # fmt: skip
     summary = {"device": engine.info.device, "dtype": engine.info.dtype, "kernels": args.kernels,
                "cuda_graphs": args.cuda_graphs, "max_num_batched_tokens": args.max_num_batched_tokens,
-               "startup_s": round(time.perf_counter() - start, 1)}  # fmt: skip
+               "startup_s": round(time.perf_counter() - start, 1), "switch_interval_ms": sys.getswitchinterval() * 1e3}  # fmt: skip
     asyncio.run(one_request(engine, request("W1", 10_000)))  # warm-up
     asyncio.run(one_request(engine, request("W2", 10_001)))
     summary["prepare_ms"] = {w: prepare_ms(engine, w) for w in ("W1", "W2")}

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from flashsight.engine.types import ChatRequest, SamplingParams
-from test_batching_fidelity import BYTES_PER_BLOCK, make_engine
+from test_batching_fidelity import BYTES_PER_BLOCK, make_engine, tokens_of
+from test_batching_fidelity import expected as greedy_expected  # noqa: F401 (a fixture)
 from test_fidelity import CONVERSATIONS, NEW_TOKENS
 
 PENALTY = 1.3
@@ -58,3 +59,34 @@ def test_penalised_greedy_tokens_match_transformers_alone_and_batched(tiny_model
         asyncio.run(engine.shutdown())
     assert alone == expected
     assert batched == expected
+
+
+def test_a_cached_prompts_tail_runs_as_decode_rows_and_matches_transformers(tiny_model_dir, greedy_expected):
+    """Sent again, a conversation finds its prefix cached; the few tokens after the last full
+    block run through the decode step as one row each (the CUDA graph on a GPU), not the
+    prefill path, and the answer is still transformers' token for token."""
+    engine = make_engine(tiny_model_dir)
+    chunks = []
+    execute = engine.runner.decoder.execute
+
+    def recording(batch, previous=None):
+        chunks.extend(count for _, count in batch)
+        return execute(batch, previous)
+
+    engine.runner.decoder.execute = recording
+    try:
+        for name in CONVERSATIONS:
+            assert asyncio.run(tokens_of(engine, name)) == greedy_expected[name]
+            del chunks[:]
+            assert asyncio.run(tokens_of(engine, name)) == greedy_expected[name]  # the prefix is cached now
+            if not _tail_shows_an_image(engine, name):  # image rows need the prefill path
+                assert max(chunks) > 1, name
+    finally:
+        asyncio.run(engine.shutdown())
+
+
+def _tail_shows_an_image(engine, name: str) -> bool:
+    prompt, _ = engine.prepare(ChatRequest(name, CONVERSATIONS[name], SamplingParams()))
+    block = engine.blocks.block_size
+    cached = (len(prompt.token_ids) - 1) // block * block  # the last token is always computed
+    return any(end > cached for _, end in prompt.image_spans)

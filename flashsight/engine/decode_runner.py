@@ -1,5 +1,5 @@
-"""Decode steps: every sequence in the batch computes exactly one token, attending straight over
-the paged cache through its block table.
+"""Decode steps: every row of the batch computes one token, attending straight over the paged
+cache through its sequence's block table (a short chunk of one sequence is several rows).
 
 Inputs live in fixed buffers, so on a GPU each batch size (rounded up to a bucket) is captured
 once, at start-up, as a CUDA graph and replayed: one launch for the whole model instead of
@@ -10,6 +10,7 @@ the same code runs eagerly, unpadded.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from flashsight.engine.sequence import Sequence
 
 log = logging.getLogger("flashsight.engine")
 
+_MAX_CHUNK_ROWS = 16  # longer chunks are prompts: the prefill path computes them far faster
 _BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256)
 
 
@@ -74,29 +76,34 @@ class DecodeRunner:
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.pool = torch.cuda.graph_pool_handle() if use_graphs else None
 
-    @staticmethod
-    def accepts(batch: list[tuple[Sequence, int]]) -> bool:
-        """One token per sequence, none of them an image placeholder."""
+    def accepts(self, batch: list[tuple[Sequence, int]]) -> bool:
+        """Short chunks only, none of them over an image's placeholders. A chunk of a few tokens
+        (the tail of a follow-up turn after its cached prefix) runs as that many rows: each row's
+        keys and values are stored before any row attends, so row j sees rows before it."""
+        rows = 0
         for seq, count in batch:
-            if count != 1:
-                return False
             start = seq.num_computed
-            if any(a <= start < b for a, b in seq.prompt.image_spans):
+            if count > _MAX_CHUNK_ROWS or any(a < start + count and start < b for a, b in seq.prompt.image_spans):
                 return False
-        return True
+            rows += count
+        return rows <= self.max_seqs
 
     @torch.inference_mode()
     def execute(self, batch: list[tuple[Sequence, int]], previous: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [len(batch), vocab] float32 for the batch's next tokens (placeholder tokens
+        """Logits [len(batch), vocab] float32 after each chunk's last token (placeholder tokens
         taken from `previous`, the step before's tokens, on the device)."""
-        rows = len(batch)
+        rows = sum(count for _, count in batch)
         padded = self._bucket(rows) if self.use_graphs else rows
         self._fill(batch, padded, previous)
-        if padded not in self.graphs:
-            return self._forward(self.inputs.first(padded))[:rows]
-        graph, logits = self.graphs[padded]
-        graph.replay()
-        return logits[:rows]
+        if padded in self.graphs:
+            graph, logits = self.graphs[padded]
+            graph.replay()
+        else:
+            logits = self._forward(self.inputs.first(padded))
+        if rows == len(batch):
+            return logits[:rows]
+        last_rows = list(itertools.accumulate(count for _, count in batch))
+        return logits[to_device([row - 1 for row in last_rows], torch.long, self.device)]
 
     @torch.inference_mode()
     def capture_all(self) -> None:
@@ -137,19 +144,19 @@ class DecodeRunner:
         token_ids, positions, slots, lens, tables = [], [[], [], []], [], [], []
         late_rows, late_sources = [], []
         widest = max(len(seq.block_table) for seq, _ in batch)
-        for row, (seq, _) in enumerate(batch):
-            index = seq.num_computed
-            token_ids.append(seq.token_ids[index])
-            if seq.unresolved and index == len(seq.token_ids) - 1:
-                late_rows.append(row)
-                late_sources.append(seq.pending[1])
-            for axis, value in enumerate(seq.position_of(index)):
-                positions[axis].append(value)
-            slots.append(seq.block_table[index // page] * page + index % page)
-            lens.append(index + 1)
-            tables += seq.block_table
-            tables += [0] * (widest - len(seq.block_table))
-        pad = padded - len(batch)
+        for seq, count in batch:
+            table = seq.block_table + [0] * (widest - len(seq.block_table))
+            for index in range(seq.num_computed, seq.num_computed + count):
+                if seq.unresolved and index == len(seq.token_ids) - 1:
+                    late_rows.append(len(token_ids))
+                    late_sources.append(seq.pending[1])
+                token_ids.append(seq.token_ids[index])
+                for axis, value in enumerate(seq.position_of(index)):
+                    positions[axis].append(value)
+                slots.append(seq.block_table[index // page] * page + index % page)
+                lens.append(index + 1)
+                tables += table
+        pad = padded - len(token_ids)
         tables += [0] * (pad * widest)
         packed = to_device(token_ids + [0] * pad + positions[0] + [0] * pad + positions[1] + [0] * pad
                            + positions[2] + [0] * pad + slots + [self.cache.scratch_slot] * pad + lens + [0] * pad

@@ -32,9 +32,11 @@ class ModelRunner:
         next step may reuse: consume it first). A sequence's last token may be a placeholder for
         one the previous step sampled: it is taken from `previous` on the device (`seq.pending`).
         Nothing here waits for the GPU."""
-        if self.decoder is not None and self.decoder.accepts(batch):
-            return list(range(len(batch))), self.decoder.execute(batch, previous)
         device, long = self.device, torch.long
+        if self.decoder is not None and self.decoder.accepts(batch):
+            logits = self.decoder.execute(batch, previous)
+            ends = [i for i, (seq, count) in enumerate(batch) if seq.num_computed + count == len(seq.token_ids)]
+            return ends, logits if len(ends) == len(batch) else logits[to_device(ends, long, device)]
         ids, positions, chunks, new_slots, last_rows = [], [], [], [], []
         decode_rows, decode_seqs = [], []
         offset = 0
