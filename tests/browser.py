@@ -41,6 +41,13 @@ def chromium() -> Iterator[object]:
             browser.close()
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """One Chromium per test module (import it into the module to use it)."""
+    with chromium() as launched:
+        yield launched
+
+
 def screenshot(page, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"

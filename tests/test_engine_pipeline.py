@@ -52,13 +52,15 @@ def test_penalised_greedy_tokens_match_transformers_alone_and_batched(tiny_model
         async def together():
             return await asyncio.gather(*(_tokens(engine, name) for name in CONVERSATIONS))
 
-        batched = dict(zip(CONVERSATIONS, asyncio.run(together())))
-        if options:
-            assert engine.scheduler.preemptions > 0  # the budget really forced recomputation
+        for _ in range(3):  # the budget preempts once requests overlap, and overlap is timing
+            assert dict(zip(CONVERSATIONS, asyncio.run(together()))) == expected
+            if not options or engine.scheduler.preemptions:
+                break
+        else:
+            pytest.fail("three rounds of concurrent requests never preempted one")
     finally:
         asyncio.run(engine.shutdown())
     assert alone == expected
-    assert batched == expected
 
 
 def test_a_cached_prompts_tail_runs_as_decode_rows_and_matches_transformers(tiny_model_dir, greedy_expected):

@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from browser import WATCH_SCRIPT, chromium, screenshot
+from browser import WATCH_SCRIPT, browser, screenshot  # noqa: F401 (browser: a fixture)
 from PIL import Image
 from server_process import flashsight_server
 
@@ -39,12 +39,6 @@ print("hi")
 def server(tiny_model_dir) -> str:
     with flashsight_server(tiny_model_dir, [], {}) as base_url:
         yield base_url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import tempfile
 
 import httpx
 import pytest
-from browser import WATCH_SCRIPT, chromium, screenshot
+from browser import WATCH_SCRIPT, browser, screenshot  # noqa: F401 (browser: a fixture)
 from security_server import PASSWORDS, flashsight_cli
 from server_process import flashsight_server
 
@@ -37,12 +37,6 @@ def server(tiny_model_dir) -> str:
         env = {**SERVER_ENV, "FLASHSIGHT_DATA_DIR": data_dir}
         with flashsight_server(tiny_model_dir, [], env, ("--auth", "on")) as base_url:
             yield base_url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture

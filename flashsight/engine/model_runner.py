@@ -33,9 +33,9 @@ class ModelRunner:
         one the previous step sampled: it is taken from `previous` on the device (`seq.pending`).
         Nothing here waits for the GPU."""
         device, long = self.device, torch.long
+        ends = [i for i, (seq, count) in enumerate(batch) if seq.num_computed + count == len(seq.token_ids)]
         if self.decoder is not None and self.decoder.accepts(batch):
             logits = self.decoder.execute(batch, previous)
-            ends = [i for i, (seq, count) in enumerate(batch) if seq.num_computed + count == len(seq.token_ids)]
             return ends, logits if len(ends) == len(batch) else logits[to_device(ends, long, device)]
         ids, positions, chunks, new_slots, last_rows = [], [], [], [], []
         decode_rows, decode_seqs = [], []
@@ -60,7 +60,6 @@ class ModelRunner:
         attention = BatchAttention(self.cache, to_device(torch.cat(new_slots), long, device), chunks,
                                    self._decode_rows(decode_rows, decode_seqs), self.model.model.language_model.ops)  # fmt: skip
         hidden = self.model(x, to_device(torch.cat(positions, dim=1), long, device), attention.attend)
-        ends = [i for i, (seq, count) in enumerate(batch) if seq.num_computed + count == len(seq.token_ids)]
         if not ends:
             return [], hidden.new_empty((0,))
         return ends, self.model.logits(hidden[to_device([last_rows[i] for i in ends], long, device)])
