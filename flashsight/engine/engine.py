@@ -33,7 +33,7 @@ from flashsight.engine.kernels.ops import pick_ops
 from flashsight.engine.kv_budget import kv_cache_blocks
 from flashsight.engine.loader import load_checkpoint
 from flashsight.engine.model_runner import ModelRunner
-from flashsight.engine.paged_attention import PagedKVCache
+from flashsight.engine.paged_attention import PagedKVCache, table_width
 from flashsight.engine.prompt import PreparedPrompt, PromptBuilder
 from flashsight.engine.sampling import TokenSampler
 from flashsight.engine.scheduler import Scheduler
@@ -116,7 +116,7 @@ class Engine:
 
     def _decode_runner(self, cache: PagedKVCache) -> DecodeRunner:
         use_graphs = self.config.cuda_graphs and self.ckpt.device.type == "cuda"
-        max_pages = -(-self.max_model_len // self.config.block_size)
+        max_pages = table_width(-(-self.max_model_len // self.config.block_size))
         runner = DecodeRunner(self.ckpt.model, cache, self.config.max_num_seqs, max_pages, use_graphs)
         if use_graphs:
             runner.capture_all()

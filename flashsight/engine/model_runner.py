@@ -10,7 +10,7 @@ from flashsight.engine.host_copy import to_device
 from flashsight.engine.image_cache import ImageCache
 from flashsight.engine.kernels.varlen_spans import VarlenSpans
 from flashsight.engine.loader import LoadedCheckpoint
-from flashsight.engine.paged_attention import BatchAttention, DecodeRows, PagedKVCache, SeqSlice
+from flashsight.engine.paged_attention import BatchAttention, DecodeRows, PagedKVCache, SeqSlice, table_width
 from flashsight.engine.sequence import Sequence
 
 Chunk = tuple[Sequence, int]  # a sequence and how many of its uncomputed tokens to compute now
@@ -99,7 +99,7 @@ class ModelRunner:
     def _decode_rows(self, rows: list[int], seqs: list[Sequence]) -> DecodeRows | None:
         if not rows:
             return None
-        widest = max(len(seq.block_table) for seq in seqs)
+        widest = table_width(max(len(seq.block_table) for seq in seqs))
         tables = [seq.block_table + [0] * (widest - len(seq.block_table)) for seq in seqs]
         lens = [seq.num_computed + 1 for seq in seqs]
         device = self.device
