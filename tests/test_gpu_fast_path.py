@@ -97,6 +97,36 @@ def test_fast_path_matches_reference_logits_and_greedy_tokens(engine):
     assert not flips, f"greedy tokens differ at steps {flips}"
 
 
+def test_images_batched_by_size_match_each_image_alone_and_the_reference(engine):
+    """The fast vision tower attends to back-to-back images of one size in one batched call: each
+    image's embeddings are those it gets encoded alone, and close to the reference path's."""
+    from flashsight.engine.kernels.ops import TorchOps, pick_ops
+
+    model = engine.ckpt.model
+    grids = [(1, 16, 20), (1, 16, 20), (1, 12, 12), (1, 16, 20)]
+    generator = torch.Generator().manual_seed(2)
+    width = model.model.visual.patch_embed.proj.weight[0].numel()
+    pixels = [torch.randn(t * h * w, width, generator=generator).to(engine.ckpt.device) for t, h, w in grids]
+
+    def encode(ops, images):
+        model.use_ops(ops)
+        with torch.inference_mode():
+            return model.encode_images(torch.cat([pixels[i] for i in images]), [grids[i] for i in images])
+
+    fast = pick_ops("auto", engine.ckpt.device)
+    together = encode(fast, range(len(grids)))
+    alone = [encode(fast, [i])[0] for i in range(len(grids))]
+    reference = encode(TorchOps, range(len(grids)))
+    model.use_ops(fast)
+    def relative(got, want):
+        return ((got - want).float().norm() / want.float().norm()).item()
+
+    for index, (got, single, want) in enumerate(zip(together, alone, reference)):
+        print(f"image {index}: batched vs alone {relative(got, single):.2e}, vs reference {relative(got, want):.2e}")
+        assert relative(got, single) < 1e-2
+        assert relative(got, want) < 3e-2
+
+
 def _decisive(logits: torch.Tensor) -> bool:
     """The top two logits are far enough apart that bf16 rounding cannot swap them."""
     top2 = logits.topk(2).values

@@ -22,3 +22,13 @@ def test_triton_kernels_match_the_reference_ops(tiny_model_dir):
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all kernel checks passed" in result.stdout
+
+
+def test_images_of_one_size_side_by_side_share_one_attention_call():
+    from flashsight.engine.kernels.ops import same_length_runs
+
+    # two 100-row images, a 64-row one, then two more of 100 rows: three calls, not five
+    starts, lens = [0, 100, 200, 264, 364], [100, 100, 64, 100, 100]
+    assert same_length_runs(starts, lens) == [(0, 2, 100), (200, 1, 64), (264, 2, 100)]
+    assert same_length_runs([0], [5476]) == [(0, 1, 5476)]
+    assert same_length_runs([], []) == []

@@ -31,6 +31,8 @@ def check_ops() -> None:
     for got, want in zip(TritonOps.add_rms_norm(x, y, w1, 1e-5, w2), TorchOps.add_rms_norm(x, y, w1, 1e-5, w2)):
         close("add_rms_norm (two outputs)", got, want)
     close("add_rms_norm", TritonOps.add_rms_norm(x, y, w1, 1e-5), TorchOps.add_rms_norm(x, y, w1, 1e-5))
+    for got, want in zip(TritonOps.add_then_rms_norm(x, y, w2, 1e-5), TorchOps.add_then_rms_norm(x, y, w2, 1e-5)):
+        close("add_then_rms_norm", got, want)
     gate_up = torch.randn(5, 2 * 1100)  # more than one column block
     close("silu_and_mul", TritonOps.silu_and_mul(gate_up), TorchOps.silu_and_mul(gate_up))
     qkv = torch.randn(3, 6 * 32)  # q and k are strided views of one projection, as in the model
@@ -41,17 +43,15 @@ def check_ops() -> None:
     got_q, got_k = TritonOps.apply_rope(q, k, cos, sin)
     close("rope (queries)", got_q, want_q)
     close("rope (keys)", got_k, want_k)
-    qkv = torch.randn(5, 3, 3, 16)  # the vision tower's q and k: strided views, 3 heads (padded to 4)
-    q, k = qkv[:, 0], qkv[:, 1]
+    qkv = torch.randn(5, 3 * 3 * 16)  # the vision tower's projection: 3 heads (padded to 4) of 16
     angles = torch.randn(5, 8)
     cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()
-    want_q, want_k = TorchOps.rotate_vision(q, k, cos, sin)
-    values = qkv[:, 2].clone()
-    got_q, got_k = TritonOps.rotate_vision(q, k, cos, sin)
-    close("vision rope (queries)", got_q, want_q)
-    close("vision rope (keys)", got_k, want_k)
-    if got_q.data_ptr() != q.data_ptr() or not torch.equal(qkv[:, 2], values):
-        sys.exit("vision rope must rotate q and k in place and leave the values alone")
+    want = TorchOps.vision_qkv(qkv, 3, cos, sin)
+    got = TritonOps.vision_qkv(qkv, 3, cos, sin)
+    for name, got_part, want_part in zip(("queries", "keys", "values"), got, want):
+        close(f"vision split and rope ({name})", got_part, want_part)
+        if not got_part.is_contiguous():
+            sys.exit("vision split and rope must return contiguous q, k and v")
 
 
 def check_paged_decode() -> None:

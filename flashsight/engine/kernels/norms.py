@@ -34,16 +34,18 @@ def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, stride_x, stride_out, n, eps, BLOCK:
 @triton.jit
 def _add_rms_norm_kernel(
     x_ptr, y_ptr, w1_ptr, w2_ptr, x_out_ptr, h_out_ptr, stride_x, stride_y, stride_out, n, eps,
-    SECOND: tl.constexpr, BLOCK: tl.constexpr,
+    NORM_Y: tl.constexpr, SECOND: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    """x_out = x + norm(y; w1); with SECOND, also h_out = norm(x_out; w2)."""
+    """x_out = x + norm(y; w1) (x + y without NORM_Y); with SECOND, also h_out = norm(x_out; w2)."""
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < n
     y = tl.load(y_ptr + row * stride_y + cols, mask=mask, other=0.0).to(tl.float32)
-    w1 = tl.load(w1_ptr + cols, mask=mask, other=0.0)
+    if NORM_Y:
+        w1 = tl.load(w1_ptr + cols, mask=mask, other=0.0)
+        y = _normalize(y, w1, n, eps).to(tl.float32)
     x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0)
-    x_new = (x.to(tl.float32) + _normalize(y, w1, n, eps).to(tl.float32)).to(x.dtype)
+    x_new = (x.to(tl.float32) + y).to(x.dtype)
     tl.store(x_out_ptr + row * stride_out + cols, x_new, mask=mask)
     if SECOND:
         w2 = tl.load(w2_ptr + cols, mask=mask, other=0.0)
@@ -67,14 +69,24 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
 
 def add_rms_norm(x: torch.Tensor, y: torch.Tensor, w1: torch.Tensor, eps: float, w2: torch.Tensor | None = None):
     """x + norm(y; w1), and with w2 also norm of that sum; x and y: [rows, n], contiguous rows."""
+    return _add_and_norm(x, y, w1, eps, w2)
+
+
+def add_then_rms_norm(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, eps: float):
+    """x + y, and norm of that sum (a pre-norm block's residual add and the next norm)."""
+    return _add_and_norm(x, y, None, eps, weight)
+
+
+def _add_and_norm(x, y, w1, eps, w2):
     rows_x, rows_y = _rows(x).contiguous(), _rows(y).contiguous()
     x_out = torch.empty_like(rows_x)
     h_out = torch.empty_like(rows_x) if w2 is not None else x_out
     n = rows_x.shape[1]
+    any_weight = w1 if w1 is not None else w2
     _add_rms_norm_kernel[(rows_x.shape[0],)](
-        rows_x, rows_y, w1, w2 if w2 is not None else w1, x_out, h_out,
+        rows_x, rows_y, any_weight, w2 if w2 is not None else any_weight, x_out, h_out,
         rows_x.stride(0), rows_y.stride(0), x_out.stride(0), n, eps,
-        SECOND=w2 is not None, BLOCK=triton.next_power_of_2(n),
+        NORM_Y=w1 is not None, SECOND=w2 is not None, BLOCK=triton.next_power_of_2(n),
     )  # fmt: skip
     if w2 is None:
         return x_out.view(x.shape)

@@ -28,6 +28,12 @@ class TorchOps:
         x = x + cls.rms_norm(y, w1, eps)
         return x if w2 is None else (x, cls.rms_norm(x, w2, eps))
 
+    @classmethod
+    def add_then_rms_norm(cls, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, eps: float):
+        """x + y, and norm(that sum; weight): a pre-norm block's residual add and the next norm."""
+        x = x + y
+        return x, cls.rms_norm(x, weight, eps)
+
     @staticmethod
     def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         return _partial_rope(q, cos, sin), _partial_rope(k, cos, sin)
@@ -51,9 +57,11 @@ class TorchOps:
         return varlen_attention_reference(q, k, v, spans, causal, out)
 
     @staticmethod
-    def rotate_vision(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-        """The vision tower's rotation of q and k ([T, heads, D]); cos, sin: [T, D] float32."""
-        return _rotate_vision(q, cos, sin), _rotate_vision(k, cos, sin)
+    def vision_qkv(qkv: torch.Tensor, heads: int, cos: torch.Tensor, sin: torch.Tensor):
+        """The vision tower's qkv projection [T, 3 * heads * D] split into q, k and v
+        ([T, heads, D] each), q and k rotated; cos, sin: [T, D] float32."""
+        q, k, v = qkv.view(qkv.shape[0], 3, heads, -1).unbind(1)
+        return _rotate_vision(q, cos, sin), _rotate_vision(k, cos, sin), v
 
     @classmethod
     def image_attention(cls, q, k, v, spans: VarlenSpans) -> torch.Tensor:
@@ -75,6 +83,12 @@ class TritonOps(TorchOps):
         from flashsight.engine.kernels.norms import add_rms_norm
 
         return add_rms_norm(x, y, w1, eps, w2)
+
+    @staticmethod
+    def add_then_rms_norm(x, y, weight, eps):
+        from flashsight.engine.kernels.norms import add_then_rms_norm
+
+        return add_then_rms_norm(x, y, weight, eps)
 
     @staticmethod
     def apply_rope(q, k, cos, sin):
@@ -103,28 +117,51 @@ class TritonOps(TorchOps):
         return varlen_attention(q, k, v, spans, causal, out)
 
     @staticmethod
-    def rotate_vision(q, k, cos, sin):
-        from flashsight.engine.kernels.vision_rope import rotate_vision_
+    def vision_qkv(qkv, heads, cos, sin):
+        from flashsight.engine.kernels.vision_rope import split_rotate_vision
 
-        rotate_vision_(q, k, cos, sin)
-        return q, k
+        return split_rotate_vision(qkv, heads, cos, sin)
 
     @staticmethod
     def image_attention(q, k, v, spans: VarlenSpans) -> torch.Tensor:
         """Through SDPA's cuDNN backend on a GPU: measured on the H200 at 2.4x the Triton varlen
-        kernel for one 1024x1024 image's 5476 patches (564 against 232 TFLOP/s)."""
+        kernel for one 1024x1024 image's 5476 patches (564 against 232 TFLOP/s). Neighbouring
+        images of one size go in one call, as a batch: each call costs ~0.2 ms of CPU, and a
+        step of small screenshots made it the engine thread's largest cost (24 calls per image)."""
         if q.device.type != "cuda":
             return TorchOps.image_attention(q, k, v, spans)
+        runs = same_length_runs(spans.q_starts, spans.q_lens)
+        if len(runs) == 1 and runs[0][0] == 0 and runs[0][1] * runs[0][2] == q.shape[0]:
+            return _sdpa_batch(q, k, v, *runs[0])
         out = torch.empty_like(q)
-        for start, length in zip(spans.q_starts, spans.q_lens):
-            rows = slice(start, start + length)
-            out[rows] = _sdpa(q[rows], k[rows], v[rows], causal=False)
+        for start, count, length in runs:
+            out[start : start + count * length] = _sdpa_batch(q, k, v, start, count, length)
         return out
 
 
+def same_length_runs(starts: list[int], lens: list[int]) -> list[tuple[int, int, int]]:
+    """(first row, how many, length) for each run of back-to-back sequences of one length."""
+    runs: list[tuple[int, int, int]] = []
+    for start, length in zip(starts, lens):
+        if runs and runs[-1][2] == length and runs[-1][0] + runs[-1][1] * length == start:
+            first, count, _ = runs[-1]
+            runs[-1] = (first, count + 1, length)
+        else:
+            runs.append((start, 1, length))
+    return runs
+
+
+def _sdpa_batch(q, k, v, start: int, count: int, length: int) -> torch.Tensor:
+    """`count` back-to-back sequences of `length` rows from `start`, attended as one batch:
+    [count * length, heads, D] out."""
+    rows = slice(start, start + count * length)
+    batch = [t[rows].view(count, length, *t.shape[1:]).transpose(1, 2) for t in (q, k, v)]
+    return _sdpa(*batch, causal=False).transpose(1, 2).reshape(count * length, *q.shape[1:])
+
+
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
-    """One sequence's attention, [T, heads, D] in and out, with cuDNN's kernel first, then
-    FlashAttention's, then the memory-efficient one."""
+    """[batch, heads, T, D] in and out, with cuDNN's kernel first, then FlashAttention's, then
+    the memory-efficient one."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
@@ -133,8 +170,7 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> to
     except TypeError:  # a PyTorch without priorities: any of the three
         backends = sdpa_kernel(order)
     with backends:
-        attended = F.scaled_dot_product_attention(*(t.transpose(0, 1).unsqueeze(0) for t in (q, k, v)), is_causal=causal)
-    return attended[0].transpose(0, 1)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
 
 def pick_ops(kernels: str, device: torch.device) -> type[TorchOps]:

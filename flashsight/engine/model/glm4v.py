@@ -30,7 +30,7 @@ class Glm4vForConditionalGeneration(nn.Module):
 
     def use_ops(self, ops) -> None:
         """Run both towers on this op set (flashsight.engine.kernels.ops)."""
-        self.model.visual.ops = ops
+        self.model.visual.use_ops(ops)
         self.model.language_model.use_ops(ops)
 
     def embed(self, input_ids: torch.Tensor, image_embeds: list[torch.Tensor]) -> torch.Tensor:

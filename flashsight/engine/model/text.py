@@ -83,11 +83,14 @@ class DecoderLayer(nn.Module):
         self.post_self_attn_layernorm = RMSNorm(cfg.hidden_size, self.eps)
         self.post_mlp_layernorm = RMSNorm(cfg.hidden_size, self.eps)
 
-    def forward(self, x, cos, sin, attend: AttendFn, ops: type[TorchOps]):
-        attended = self.self_attn(ops.rms_norm(x, self.input_layernorm.weight, self.eps), cos, sin, attend, ops)
+    def forward(self, x, h, cos, sin, attend: AttendFn, ops: type[TorchOps], next_norm: torch.Tensor):
+        """x: the residual stream; h: x through this layer's input norm. Returns the new
+        residual and it through `next_norm` (the next layer's input norm, or the final one):
+        computed with the residual add, it costs no launch of its own."""
+        attended = self.self_attn(h, cos, sin, attend, ops)
         x, h = ops.add_rms_norm(x, attended, self.post_self_attn_layernorm.weight, self.eps,
                                 self.post_attention_layernorm.weight)  # fmt: skip
-        return ops.add_rms_norm(x, self.mlp(h, ops), self.post_mlp_layernorm.weight, self.eps)
+        return ops.add_rms_norm(x, self.mlp(h, ops), self.post_mlp_layernorm.weight, self.eps, next_norm)
 
 
 class MRotaryEmbedding(nn.Module):
@@ -131,6 +134,8 @@ class TextModel(nn.Module):
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, attend: AttendFn) -> torch.Tensor:
         cos, sin = self.rotary_emb(positions, x.dtype)
-        for layer in self.layers:
-            x = layer(x, cos, sin, attend, self.ops)
-        return self.ops.rms_norm(x, self.norm.weight, self.norm.eps)
+        norms = [layer.input_layernorm for layer in self.layers[1:]] + [self.norm]
+        h = self.ops.rms_norm(x, self.layers[0].input_layernorm.weight, self.layers[0].eps)
+        for layer, next_norm in zip(self.layers, norms):
+            x, h = layer(x, h, cos, sin, attend, self.ops, next_norm.weight)
+        return h

@@ -19,8 +19,20 @@ class VisionMLP(nn.Module):
         self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
         self.up_proj = nn.Linear(hidden, intermediate, bias=False)
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.gate_up: torch.Tensor | None = None  # both weights in one matrix, once fused
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def fuse_gate_up(self) -> None:
+        """One product instead of two, its output gated in one pass: the two weights become
+        views of one matrix."""
+        weight = torch.cat([self.gate_proj.weight, self.up_proj.weight])
+        rows = self.gate_proj.weight.shape[0]
+        self.gate_proj.weight = nn.Parameter(weight[:rows], requires_grad=False)
+        self.up_proj.weight = nn.Parameter(weight[rows:], requires_grad=False)
+        self.gate_up = weight
+
+    def forward(self, x: torch.Tensor, ops) -> torch.Tensor:
+        if self.gate_up is not None:
+            return self.down_proj(ops.silu_and_mul(F.linear(x, self.gate_up)))
         return self.down_proj(silu_and_mul(self.gate_proj(x), self.up_proj(x)))
 
 
@@ -33,10 +45,8 @@ class VisionAttention(nn.Module):
         self.proj = nn.Linear(hidden, hidden, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, spans: VarlenSpans, ops) -> torch.Tensor:
-        tokens = x.shape[0]
-        q, k, v = self.qkv(x).view(tokens, 3, self.num_heads, self.head_dim).unbind(1)
-        q, k = ops.rotate_vision(q, k, cos, sin)
-        return self.proj(ops.image_attention(q, k, v, spans).reshape(tokens, -1))
+        q, k, v = ops.vision_qkv(self.qkv(x), self.num_heads, cos, sin)
+        return self.proj(ops.image_attention(q, k, v, spans).reshape(x.shape[0], -1))
 
 
 class VisionBlock(nn.Module):
@@ -47,9 +57,12 @@ class VisionBlock(nn.Module):
         self.attn = VisionAttention(cfg.hidden_size, cfg.num_heads, cfg.attention_bias)
         self.mlp = VisionMLP(cfg.hidden_size, cfg.out_hidden_size)
 
-    def forward(self, x, cos, sin, spans: VarlenSpans, ops):
-        x = x + self.attn(ops.rms_norm(x, self.norm1.weight, self.norm1.eps), cos, sin, spans, ops)
-        return x + self.mlp(ops.rms_norm(x, self.norm2.weight, self.norm2.eps))
+    def forward(self, x, h, cos, sin, spans: VarlenSpans, ops, next_norm: RMSNorm):
+        """x: the residual stream; h: x through norm1. Returns the new residual and it through
+        `next_norm` (the next block's norm1, or the tower's last norm), each norm computed with
+        the residual add before it, in one pass."""
+        x, h = ops.add_then_rms_norm(x, self.attn(h, cos, sin, spans, ops), self.norm2.weight, self.norm2.eps)
+        return ops.add_then_rms_norm(x, self.mlp(h, ops), next_norm.weight, next_norm.eps)
 
 
 class PatchMerger(nn.Module):
@@ -133,7 +146,7 @@ class VisionTower(nn.Module):
         self.post_conv_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.downsample = nn.Conv2d(cfg.hidden_size, cfg.out_hidden_size, self.merge, stride=self.merge)
         self.post_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.ops: type[TorchOps] = TorchOps  # attention kernels: the reference until use_ops
+        self.ops: type[TorchOps] = TorchOps  # the reference until use_ops
         spatial_dim = cfg.hidden_size // cfg.num_heads // 2
         self.inv_freq = InverseFrequencies(cfg.rope_parameters["rope_theta"], spatial_dim)
 
@@ -145,12 +158,22 @@ class VisionTower(nn.Module):
         cos, sin = self.rotary(h_pos, w_pos)
         x = self.embeddings(x, grid_thw, self.merge)
         spans = VarlenSpans.square(seqlens)  # each image attends to itself
-        for block in self.blocks:
-            x = block(x, cos, sin, spans, self.ops)
-        x = self._norm(self.post_layernorm, x)
+        h = self._norm(self.blocks[0].norm1, x)
+        next_norms = [block.norm1 for block in self.blocks[1:]] + [self.post_layernorm]
+        for block, next_norm in zip(self.blocks, next_norms):
+            x, h = block(x, h, cos, sin, spans, self.ops, next_norm)
+        x = h
         x = x.view(-1, self.merge, self.merge, x.shape[-1]).permute(0, 3, 1, 2)
         x = self.merger(self.downsample(x).view(-1, self.out_hidden_size))
         return list(x.split([n // self.merge**2 for n in seqlens]))
+
+    def use_ops(self, ops: type[TorchOps]) -> None:
+        """Switch to another op set; a fused one also gets fused gate/up projections."""
+        self.ops = ops
+        if ops is not TorchOps:
+            for block in self.blocks:
+                if block.mlp.gate_up is None:
+                    block.mlp.fuse_gate_up()
 
     def _norm(self, norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
         return self.ops.rms_norm(x, norm.weight, norm.eps)
