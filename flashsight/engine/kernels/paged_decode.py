@@ -86,15 +86,16 @@ def _merge_splits_kernel(part_acc_ptr, part_stats_ptr, out_ptr, stride_ot, strid
 
 def paged_decode_attention(
     q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
-    context_lens: torch.Tensor, page_size: int,
+    context_lens: torch.Tensor, page_size: int, splits: int | None = None, tile: int = 64, warps: int = 4,
 ) -> torch.Tensor:  # fmt: skip
     """q: [B, heads, d]; k_cache, v_cache: [slots, kv_heads, d]; block_tables: [B, max_pages] int32;
-    context_lens: [B] int32 (tokens to attend to, the new one included). Returns [B, heads, d]."""
+    context_lens: [B] int32 (tokens to attend to, the new one included). Returns [B, heads, d].
+    splits, tile, warps: the launch's shape (benchmarks/paged_decode_splits.py); default: ours."""
     batch, heads, head_dim = q.shape
     kv_heads = k_cache.shape[1]
     group = heads // kv_heads
     out = torch.empty_like(q)
-    splits = splits_for(batch * kv_heads, q.device)
+    splits = splits or splits_for(batch * kv_heads, q.device)
     part_acc = part_stats = out  # unused when the context is not split
     if splits > 1:
         part_acc = torch.empty((batch, heads, splits, head_dim), dtype=torch.float32, device=q.device)
@@ -103,8 +104,8 @@ def paged_decode_attention(
         q, k_cache, v_cache, block_tables, context_lens, out, part_acc, part_stats,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
         block_tables.stride(0), out.stride(0), out.stride(1), head_dim**-0.5, group, heads,
-        GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, PAGE=page_size, TILE=64,
-        SPLITS=splits,
+        GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, PAGE=page_size, TILE=tile,
+        SPLITS=splits, num_warps=warps,
     )  # fmt: skip
     if splits > 1:
         _merge_splits_kernel[(batch, heads)](part_acc, part_stats, out, out.stride(0), out.stride(1), heads,
