@@ -17,7 +17,7 @@ import itertools
 import torch
 from triton.testing import do_bench_cudagraph
 
-from flashsight.engine.kernels.paged_decode import paged_decode_attention, splits_for
+from flashsight.engine.kernels.paged_decode import paged_decode_attention, splits_for, tile_for
 
 HEADS, KV_HEADS, DIM, PAGE = 32, 2, 128, 16
 
@@ -32,6 +32,7 @@ def case(batch: int, context: int) -> None:
     q = torch.randn(batch, HEADS, DIM, device="cuda", dtype=torch.bfloat16)
     gigabytes = 2 * batch * context * KV_HEADS * DIM * 2 / 1e9
     ours = splits_for(batch * KV_HEADS, q.device)
+    our_tile = tile_for(batch * KV_HEADS * ours, ours, q.device)
     rows = []
     for splits, tile, warps in itertools.product((1, 2, 4, 8, 16, 32), (32, 64, 128), (4, 8)):
         if splits * tile > 2 * context and splits > 1:
@@ -39,8 +40,8 @@ def case(batch: int, context: int) -> None:
         us = 1000 * do_bench_cudagraph(lambda: paged_decode_attention(q, k_cache, v_cache, tables, lens, PAGE, splits, tile, warps))
         rows.append((us, splits, tile, warps))
     rows.sort()
-    default = next(r for r in rows if r[1:] == (ours, 64, 4))
-    print(f"batch {batch}, context {context}: ours (splits {ours}, tile 64, 4 warps) {default[0]:.1f} us, "
+    default = next(r for r in rows if r[1:] == (ours, our_tile, 4))
+    print(f"batch {batch}, context {context}: ours (splits {ours}, tile {our_tile}, 4 warps) {default[0]:.1f} us, "
           f"{gigabytes / default[0] * 1e6:.0f} GB/s; best:")  # fmt: skip
     for us, splits, tile, warps in rows[:4]:
         print(f"  splits {splits:2d}, tile {tile:3d}, {warps} warps: {us:.1f} us, {gigabytes / us * 1e6:.0f} GB/s")

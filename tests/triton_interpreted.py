@@ -43,6 +43,14 @@ def check_ops() -> None:
     got_q, got_k = TritonOps.apply_rope(q, k, cos, sin)
     close("rope (queries)", got_q, want_q)
     close("rope (keys)", got_k, want_k)
+    qkv = torch.randn(300, 6 * 32)  # a prompt-sized step: a program per token and part
+    q, k = qkv[:, : 4 * 32].view(300, 4, 32), qkv[:, 4 * 32 :].view(300, 2, 32)
+    angles = torch.randn(300, 8)
+    cos, sin = angles.cos().repeat_interleave(2, -1), angles.sin().repeat_interleave(2, -1)
+    want_q, want_k = TorchOps.apply_rope(q.clone(), k.clone(), cos, sin)
+    got_q, got_k = TritonOps.apply_rope(q, k, cos, sin)
+    close("rope, 300 tokens (queries)", got_q, want_q)
+    close("rope, 300 tokens (keys)", got_k, want_k)
     qkv = torch.randn(5, 3 * 3 * 16)  # the vision tower's projection: 3 heads (padded to 4) of 16
     angles = torch.randn(5, 8)
     cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()
@@ -55,6 +63,8 @@ def check_ops() -> None:
 
 
 def check_paged_decode() -> None:
+    from flashsight.engine.kernels.paged_decode import paged_decode_attention
+
     torch.manual_seed(1)
     page, pages = 16, 24
     for heads, kv_heads, dim in ((4, 2, 32), (32, 2, 128), (2, 1, 32)):
@@ -63,10 +73,13 @@ def check_paged_decode() -> None:
         tables = torch.randperm(pages)[:20].reshape(4, 5).to(torch.int32)
         lens = torch.tensor([1, 17, 80, 0], dtype=torch.int32)  # a padding row attends to nothing
         args = (q, k_cache, v_cache, tables, lens, page)
+        want = TorchOps.paged_decode_attention(*args)
         got = TritonOps.paged_decode_attention(*args)
-        close(f"paged decode {heads}/{kv_heads} heads", got, TorchOps.paged_decode_attention(*args))
+        close(f"paged decode {heads}/{kv_heads} heads", got, want)
         if got[3].abs().max() != 0:
             sys.exit("a padding row's output is not zero")
+        for splits, tile in ((1, 64), (1, 128), (4, 32)):  # every launch shape the heuristics pick
+            close(f"  splits {splits}, tile {tile}", paged_decode_attention(*args, splits=splits, tile=tile), want)
 
 
 def check_varlen() -> None:

@@ -11,17 +11,18 @@ import triton.language as tl
 @triton.jit
 def _rope_kernel(
     q_ptr, k_ptr, cos_ptr, sin_ptr, stride_qt, stride_qh, stride_kt, stride_kh, stride_ct,
-    q_heads, k_heads, HEADS: tl.constexpr, HALF: tl.constexpr,
+    q_heads, k_heads, q_blocks, HEADS: tl.constexpr, HALF: tl.constexpr,
 ):  # fmt: skip
-    """One token's queries (program axis 1 == 0) or keys (== 1), every head: rotate channel
-    pairs (2i, 2i+1), i < HALF; the rest stays. A program per (token, head) moved 128 bytes
-    each and ran the GPU at a third of its bandwidth on a prompt-sized step."""
+    """One token's block of HEADS query heads (program axis 1 < q_blocks) or key heads: rotate
+    channel pairs (2i, 2i+1), i < HALF; the rest stays."""
     token = tl.program_id(0).to(tl.int64)
-    if tl.program_id(1) == 0:
+    block = tl.program_id(1)
+    if block < q_blocks:
         base, stride_h, heads = q_ptr + token * stride_qt, stride_qh, q_heads
     else:
         base, stride_h, heads = k_ptr + token * stride_kt, stride_kh, k_heads
-    h = tl.arange(0, HEADS)[:, None]
+        block -= q_blocks
+    h = block * HEADS + tl.arange(0, HEADS)[:, None]
     pairs = tl.arange(0, HALF)[None, :]
     mask = h < heads
     even_ptr = base + h * stride_h + 2 * pairs
@@ -48,7 +49,12 @@ def apply_rope_(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.
         return
     cos, sin = cos.contiguous(), sin.contiguous()
     k_heads = k.shape[1]
-    _rope_kernel[(tokens, 2)](
+    # A prompt-sized step: a program per token and part, as a program per head moved 128 bytes
+    # and ran at a third of the bandwidth. A decode step: a few heads per program, so a handful
+    # of tokens still spread over the GPU.
+    heads = triton.next_power_of_2(max(q_heads, k_heads)) if tokens >= 256 else 2
+    q_blocks = triton.cdiv(q_heads, heads)
+    _rope_kernel[(tokens, q_blocks + triton.cdiv(k_heads, heads))](
         q, k, cos, sin, q.stride(0), q.stride(1), k.stride(0), k.stride(1), cos.stride(0),
-        q_heads, k_heads, HEADS=triton.next_power_of_2(max(q_heads, k_heads)), HALF=cos.shape[-1] // 2,
+        q_heads, k_heads, q_blocks, HEADS=heads, HALF=cos.shape[-1] // 2,
     )  # fmt: skip
