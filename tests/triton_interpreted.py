@@ -35,22 +35,15 @@ def check_ops() -> None:
         close("add_then_rms_norm", got, want)
     gate_up = torch.randn(5, 2 * 1100)  # more than one column block
     close("silu_and_mul", TritonOps.silu_and_mul(gate_up), TorchOps.silu_and_mul(gate_up))
-    qkv = torch.randn(3, 6 * 32)  # q and k are strided views of one projection, as in the model
-    q, k = qkv[:, : 4 * 32].view(3, 4, 32), qkv[:, 4 * 32 :].view(3, 2, 32)
-    angles = torch.randn(3, 8)
-    cos, sin = angles.cos().repeat_interleave(2, -1), angles.sin().repeat_interleave(2, -1)
-    want_q, want_k = TorchOps.apply_rope(q.clone(), k.clone(), cos, sin)
-    got_q, got_k = TritonOps.apply_rope(q, k, cos, sin)
-    close("rope (queries)", got_q, want_q)
-    close("rope (keys)", got_k, want_k)
-    qkv = torch.randn(300, 6 * 32)  # a prompt-sized step: a program per token and part
-    q, k = qkv[:, : 4 * 32].view(300, 4, 32), qkv[:, 4 * 32 :].view(300, 2, 32)
-    angles = torch.randn(300, 8)
-    cos, sin = angles.cos().repeat_interleave(2, -1), angles.sin().repeat_interleave(2, -1)
-    want_q, want_k = TorchOps.apply_rope(q.clone(), k.clone(), cos, sin)
-    got_q, got_k = TritonOps.apply_rope(q, k, cos, sin)
-    close("rope, 300 tokens (queries)", got_q, want_q)
-    close("rope, 300 tokens (keys)", got_k, want_k)
+    for tokens in (3, 300):  # a decode-sized step (blocks of heads), a prompt-sized one (whole parts)
+        qkv = torch.randn(tokens, 6 * 32)  # q and k are strided views of one projection, as in the model
+        q, k = qkv[:, : 4 * 32].view(tokens, 4, 32), qkv[:, 4 * 32 :].view(tokens, 2, 32)
+        angles = torch.randn(tokens, 8)
+        cos, sin = angles.cos().repeat_interleave(2, -1), angles.sin().repeat_interleave(2, -1)
+        want_q, want_k = TorchOps.apply_rope(q.clone(), k.clone(), cos, sin)
+        got_q, got_k = TritonOps.apply_rope(q, k, cos, sin)
+        close(f"rope, {tokens} tokens (queries)", got_q, want_q)
+        close(f"rope, {tokens} tokens (keys)", got_k, want_k)
     qkv = torch.randn(5, 3 * 3 * 16)  # the vision tower's projection: 3 heads (padded to 4) of 16
     angles = torch.randn(5, 8)
     cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()

@@ -93,8 +93,7 @@ class Engine:
         self.images = ImageCache(config.image_cache_mb * 2**20)
         ckpt.model.use_ops(pick_ops(config.kernels, ckpt.device))
         self.runner = ModelRunner(ckpt, cache, self.images, self._decode_runner(cache))
-        if ckpt.device.type == "cuda":
-            self.runner.warm_up()
+        self.runner.warm_up()  # on a CPU too: cheap there, and it keeps this path tested
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
         self.stats = EngineStats()
         self._grammars: GrammarCompiler | None = None

@@ -79,8 +79,8 @@ class ModelRunner:
 
     @torch.inference_mode()
     def warm_up(self) -> None:
-        """Compile the text prefill kernel's variants now, not during some request's first token
-        (the vision tower's attention goes through SDPA on a GPU)."""
+        """Compile the text prefill kernel's and the vision tower's kernels now, not during some
+        request's first token (the first image paid about a second of compiles)."""
         text, ops = self.ckpt.config.text_config, self.model.model.language_model.ops
         heads, kv_heads = text.num_attention_heads, text.num_key_value_heads
         dim = text.hidden_size // heads
@@ -89,6 +89,10 @@ class ModelRunner:
         q = torch.randn(256, heads, dim, device=self.device, dtype=self.ckpt.dtype)
         k = torch.randn(256, kv_heads, dim, device=self.device, dtype=self.ckpt.dtype)
         ops.varlen_attention(q, k, k, VarlenSpans.square([256]), causal=True)
+        vision = self.ckpt.config.vision_config
+        side = 2 * vision.spatial_merge_size  # the smallest grid of whole merge blocks, twice over
+        width = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
+        self.model.encode_images(torch.zeros(side * side, width, device=self.device), [(1, side, side)])
 
     def _slots(self, block_table: list[int], start: int, end: int) -> torch.Tensor:
         """[end - start] int64 on the CPU: the cache slots of tokens start..end."""

@@ -13,7 +13,9 @@ import triton
 import triton.language as tl
 
 
-@triton.jit
+# Not specialized on the token count: Triton would compile a variant per count's divisibility
+# by 16, mid-serving, as batches of images change size.
+@triton.jit(do_not_specialize=["tokens"])
 def _split_rotate_kernel(
     qkv_ptr, out_ptr, cos_ptr, sin_ptr, stride_t, stride_part, stride_ct, tokens, heads,
     HEADS: tl.constexpr, DIM: tl.constexpr,
