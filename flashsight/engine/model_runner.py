@@ -80,7 +80,7 @@ class ModelRunner:
     @torch.inference_mode()
     def warm_up(self) -> None:
         """Compile the text prefill kernel's and the vision tower's kernels now, not during some
-        request's first token (the first image paid about a second of compiles)."""
+        request's first token (the first image paid about half a second of compiles)."""
         text, ops = self.ckpt.config.text_config, self.model.model.language_model.ops
         heads, kv_heads = text.num_attention_heads, text.num_key_value_heads
         dim = text.hidden_size // heads
