@@ -55,6 +55,24 @@ def check_ops() -> None:
             sys.exit("vision split and rope must return contiguous q, k and v")
 
 
+def check_skinny_matmul() -> None:
+    from flashsight.engine.kernels.skinny_matmul import SkinnyPlan, plan_for, skinny_linear
+
+    torch.manual_seed(3)
+    # one slice written straight out; slices summed by the second pass, the last one short;
+    # the launch plan_for picks, as for the decoder's output projection (two 64-deep slices)
+    for rows, n, k, plan in ((3, 100, 96, SkinnyPlan(64, 32, 1, 4, 2)), (16, 70, 200, SkinnyPlan(32, 32, 3, 4, 2)),
+                             (1, 128, 256, plan_for(4096, 4096))):  # fmt: skip
+        x, weight, bias = torch.randn(rows, k), torch.randn(n, k), torch.randn(n)
+        for b in (None, bias):
+            close(f"skinny matmul {rows}x{k} @ {k}x{n}, plan {tuple(plan)}, bias {b is not None}",
+                  skinny_linear(x, weight, b, plan), TorchOps.linear(x, weight, b), 1e-4)  # fmt: skip
+    x, weight = torch.randn(5, 64), torch.randn(48, 64)
+    close("linear, a decode-sized batch", TritonOps.linear(x, weight), TorchOps.linear(x, weight), 1e-4)
+    x = torch.randn(40, 64)  # past the kernel's rows: PyTorch's product
+    close("linear, a prompt-sized batch", TritonOps.linear(x, weight), TorchOps.linear(x, weight), 1e-4)
+
+
 def check_paged_decode() -> None:
     from flashsight.engine.kernels.paged_decode import paged_decode_attention
 
@@ -118,6 +136,7 @@ def check_engine(model_dir: str) -> None:
 
 if __name__ == "__main__":
     check_ops()
+    check_skinny_matmul()
     check_paged_decode()
     check_varlen()
     check_engine(sys.argv[1])

@@ -16,6 +16,10 @@ class TorchOps:
     name = "torch"
 
     @staticmethod
+    def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return F.linear(x, weight, bias)
+
+    @staticmethod
     def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         dtype = x.dtype
         x = x.float()
@@ -71,6 +75,12 @@ class TorchOps:
 
 class TritonOps(TorchOps):
     name = "triton"
+
+    @staticmethod
+    def linear(x, weight, bias=None):
+        from flashsight.engine.kernels.linear import linear
+
+        return linear(x, weight, bias)
 
     @staticmethod
     def rms_norm(x, weight, eps):

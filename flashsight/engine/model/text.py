@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from flashsight.engine.kernels.ops import TorchOps
@@ -49,7 +48,7 @@ class TextAttention(nn.Module):
         tokens = x.shape[0]
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         if self.qkv is not None:
-            q, k, v = F.linear(x, *self.qkv).split([q_size, kv_size, kv_size], dim=-1)
+            q, k, v = ops.linear(x, *self.qkv).split([q_size, kv_size, kv_size], dim=-1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         q = q.view(tokens, self.num_heads, self.head_dim)
@@ -57,7 +56,7 @@ class TextAttention(nn.Module):
         v = v.view(tokens, self.num_kv_heads, self.head_dim)
         q, k = ops.apply_rope(q, k, cos, sin)
         out = attend(self.layer_index, q, k, v)
-        return self.o_proj(out.reshape(tokens, -1))
+        return ops.linear(out.reshape(tokens, -1), self.o_proj.weight)
 
 
 class TextMLP(nn.Module):
@@ -67,7 +66,7 @@ class TextMLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, ops: type[TorchOps]) -> torch.Tensor:
-        return self.down_proj(ops.silu_and_mul(self.gate_up_proj(x)))
+        return ops.linear(ops.silu_and_mul(ops.linear(x, self.gate_up_proj.weight)), self.down_proj.weight)
 
 
 class DecoderLayer(nn.Module):

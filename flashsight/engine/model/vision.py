@@ -32,7 +32,7 @@ class VisionMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, ops) -> torch.Tensor:
         if self.gate_up is not None:
-            return self.down_proj(ops.silu_and_mul(F.linear(x, self.gate_up)))
+            return ops.linear(ops.silu_and_mul(ops.linear(x, self.gate_up)), self.down_proj.weight)
         return self.down_proj(silu_and_mul(self.gate_proj(x), self.up_proj(x)))
 
 
@@ -45,8 +45,8 @@ class VisionAttention(nn.Module):
         self.proj = nn.Linear(hidden, hidden, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, spans: VarlenSpans, ops) -> torch.Tensor:
-        q, k, v = ops.vision_qkv(self.qkv(x), self.num_heads, cos, sin)
-        return self.proj(ops.image_attention(q, k, v, spans).reshape(x.shape[0], -1))
+        q, k, v = ops.vision_qkv(ops.linear(x, self.qkv.weight, self.qkv.bias), self.num_heads, cos, sin)
+        return ops.linear(ops.image_attention(q, k, v, spans).reshape(x.shape[0], -1), self.proj.weight)
 
 
 class VisionBlock(nn.Module):

@@ -1,0 +1,124 @@
+"""x @ W.T (+ bias) for decode-sized batches (a few to ~128 rows), where the product reads the
+weights once and is bound by memory, not arithmetic.
+
+cuBLAS tiles such a product over the output's columns only: the text decoder's q/k/v and output
+projections (4096 x 4096-4608) make 32-36 tiles of 128 columns, a quarter of the H200's 132
+multiprocessors, and read their weights at ~2.3 of its ~4.3 TB/s. Here each program also takes a
+slice of the inner dimension (split-K), so every multiprocessor streams weights, and the weight
+tile is the wide operand of the matrix instruction (swap-AB): a batch of 1 to 16 rows still fills
+it. With more than one slice, each writes float32 partial sums and a second pass adds them in a
+fixed order (so the result does not depend on which slice ends first), adds the bias and rounds.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+
+MAX_ROWS = 16  # above this cuBLAS is as fast (32 rows and more: benchmarks/skinny_gemm.py)
+
+
+class SkinnyPlan(NamedTuple):
+    block_n: int  # output columns (weight rows) per program
+    block_k: int  # inner-dimension step
+    splits: int  # slices of the inner dimension
+    warps: int
+    stages: int
+
+
+@triton.jit
+def _skinny_kernel(
+    x_ptr, w_ptr, bias_ptr, out_ptr, rows, n, k, blocks_per_split,
+    stride_x, stride_w, stride_split, stride_out,
+    HAS_BIAS: tl.constexpr, PARTIAL: tl.constexpr, EVEN_K: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    split = tl.program_id(1)
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    toks = tl.arange(0, BLOCK_T)
+    col_ok = cols < n
+    tok_ok = toks < rows
+    acc = tl.zeros((BLOCK_N, BLOCK_T), tl.float32)
+    first = split * blocks_per_split * BLOCK_K
+    for step in range(0, blocks_per_split):
+        ks = first + step * BLOCK_K + tl.arange(0, BLOCK_K)
+        if EVEN_K:
+            w = tl.load(w_ptr + cols[:, None].to(tl.int64) * stride_w + ks[None, :], mask=col_ok[:, None], other=0.0)
+            x = tl.load(x_ptr + toks[:, None] * stride_x + ks[None, :], mask=tok_ok[:, None], other=0.0)
+        else:
+            k_ok = ks < k
+            w = tl.load(w_ptr + cols[:, None].to(tl.int64) * stride_w + ks[None, :],
+                        mask=col_ok[:, None] & k_ok[None, :], other=0.0)  # fmt: skip
+            x = tl.load(x_ptr + toks[:, None] * stride_x + ks[None, :], mask=tok_ok[:, None] & k_ok[None, :], other=0.0)
+        acc = tl.dot(w, tl.trans(x), acc)
+    out = tl.trans(acc)  # [BLOCK_T, BLOCK_N]
+    mask = tok_ok[:, None] & col_ok[None, :]
+    if PARTIAL:
+        tl.store(out_ptr + split * stride_split + toks[:, None] * stride_out + cols[None, :], out, mask=mask)
+    else:
+        if HAS_BIAS:
+            out += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(out_ptr + toks[:, None] * stride_out + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _sum_splits_kernel(part_ptr, bias_ptr, out_ptr, n, total, stride_split,
+                       SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = offsets < total
+    acc = tl.load(part_ptr + offsets, mask=ok, other=0.0)
+    for split in tl.static_range(1, SPLITS):
+        acc += tl.load(part_ptr + split * stride_split + offsets, mask=ok, other=0.0)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offsets % n, mask=ok, other=0.0).to(tl.float32)
+    tl.store(out_ptr + offsets, acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def plan_for(n: int, k: int) -> SkinnyPlan:
+    """The launch for an [n, k] weight, from the H200's fastest at 1 to 16 rows (BENCHMARKS.md,
+    session 6): 64-column tiles; when they alone make 256 programs or more, one slice of
+    128-deep steps, four in flight; else 64-deep steps, six in flight, and enough slices for
+    ~128 programs and slices no deeper than 4096."""
+    tiles = triton.cdiv(n, 64)
+    if tiles >= 256:
+        return SkinnyPlan(64, 128, 1, 4, 4)
+    return SkinnyPlan(64, 64, min(8, max(1, 128 // tiles, triton.cdiv(k, 4096))), 4, 6)
+
+
+def block_rows(rows: int) -> int:
+    """The batch rows one program holds: a power of two, 16 at least (the matrix instruction's
+    narrowest operand)."""
+    return max(16, triton.next_power_of_2(rows))
+
+
+def skinny_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: SkinnyPlan | None = None
+) -> torch.Tensor:
+    """x: [rows, k] (a few rows), weight: [n, k], both row-major -> [rows, n] in x's dtype."""
+    rows, k = x.shape
+    n = weight.shape[0]
+    block_n, block_k, splits, warps, stages = plan or plan_for(n, k)
+    k_blocks = triton.cdiv(k, block_k)
+    per_split = triton.cdiv(k_blocks, splits)
+    splits = triton.cdiv(k_blocks, per_split)  # no empty slice
+    out = torch.empty((rows, n), dtype=x.dtype, device=x.device)
+    partial = splits > 1
+    target = torch.empty((splits, rows, n), dtype=torch.float32, device=x.device) if partial else out
+    bias_arg = bias if bias is not None else weight  # never read without HAS_BIAS
+    _skinny_kernel[(triton.cdiv(n, block_n), splits)](
+        x, weight, bias_arg, target, rows, n, k, per_split,
+        x.stride(0), weight.stride(0), target.stride(0) if partial else 0, n,
+        HAS_BIAS=bias is not None, PARTIAL=partial, EVEN_K=k % (block_k * per_split) == 0 and k_blocks % per_split == 0,
+        BLOCK_T=block_rows(rows), BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
+    )  # fmt: skip
+    if partial:
+        block = 1024
+        total = rows * n
+        _sum_splits_kernel[(triton.cdiv(total, block),)](
+            target, bias_arg, out, n, total, target.stride(0), SPLITS=splits, HAS_BIAS=bias is not None, BLOCK=block
+        )  # fmt: skip
+    return out
