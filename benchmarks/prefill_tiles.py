@@ -2,7 +2,7 @@
 
     python benchmarks/prefill_tiles.py [--old PATH/TO/prefill_attention.py]
 
-Shapes: one 1394-token prompt, five of them in one launch, and a 694-token chunk after 700
+Tiles: `candidates()`. Shapes: one 1394-token prompt, five of them in one launch, and a 694-token chunk after 700
 cached tokens; 32 query heads over 2 KV heads of 128 channels, bf16 (GLM-4.6V-Flash's text
 attention). Prints ms and TFLOP/s per (BLOCK_M, BLOCK_N, warps, stages), an older kernel's
 default for comparison, and cuDNN's attention through SDPA (KV heads expanded) as a yardstick.
@@ -45,6 +45,15 @@ def sdpa_cudnn(q, k, v, spans: VarlenSpans) -> None:
             F.scaled_dot_product_attention(qi, ki, vi, is_causal=ql == kl)
 
 
+def candidates() -> list[tuple[int, ...]]:
+    """(tokens per block, BLOCK_N, warps, stages, query heads per block): one head per block as
+    before, and blocks of 4, 8 or 16 heads of one KV head at 64 rows (4 warps) or 128 (8 warps)."""
+    one_head = [(64, 64, 4, 2, 1), (64, 64, 4, 3, 1), (64, 128, 4, 2, 1), (128, 64, 8, 2, 1), (128, 64, 8, 3, 1)]
+    packed = [(rows // heads, n, rows // 16, s, heads) for heads, rows, n, s in
+              itertools.product((4, 8, 16), (64, 128), (32, 64, 128), (2, 3))]  # fmt: skip
+    return one_head + packed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--old", help="an older prefill_attention.py, timed at its own defaults")
@@ -74,7 +83,7 @@ def main() -> None:
         if old is not None:
             timed("old kernel", lambda: old.varlen_attention(q, k, v, spans, True))
         timed("cuDNN via SDPA", lambda: sdpa_cudnn(q, k, v, spans))
-        for tiles in itertools.product((64, 128), (32, 64, 128), (4, 8), (2, 3, 4)):
+        for tiles in candidates():
             timed(f"tiles {tiles}", lambda tiles=tiles: varlen_attention(q, k, v, spans, True, tiles=tiles))
         print(f"{name}: {flops / 1e9:.0f} GFLOP")
         for ms, label, error in sorted(rows)[:12]:

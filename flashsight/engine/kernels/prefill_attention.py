@@ -21,7 +21,7 @@ _LOG2E = 1.4426950408889634
 
 @triton.jit
 def _attend_tile(acc, best, total, q, k_ptr, v_ptr, k_start, kv_head, stride_kt, stride_kh, stride_vt, stride_vh,
-                 start, rows, shift, k_len, scale_log2, dims,
+                 start, tokens, shift, k_len, scale_log2, dims,
                  MASKED: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
     """One key tile of the online softmax. Unmasked tiles (every key visible to every row of the
     block) skip the bounds and causal masks, which cost as much as the tile's arithmetic."""
@@ -39,7 +39,7 @@ def _attend_tile(acc, best, total, q, k_ptr, v_ptr, k_start, kv_head, stride_kt,
     if MASKED:
         allowed = col_ok[None, :]
         if CAUSAL:
-            allowed = allowed & (cols[None, :] <= rows[:, None] + shift)
+            allowed = allowed & (cols[None, :] <= tokens[:, None] + shift)
         scores = tl.where(allowed, scores, float("-inf"))
     # Every row sees key 0 in the first tile it computes, so `new_best` is finite from then on
     # and exp2(-inf - new_best) = 0 rescales the empty start.
@@ -56,55 +56,63 @@ def _prefill_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, q_starts_ptr, q_lens_ptr, k_starts_ptr, k_lens_ptr,
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
     scale_log2, group,
-    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr,
+    HEADS: tl.constexpr,
 ):  # fmt: skip
+    """A program takes BLOCK_T tokens of HEADS query heads that share one KV head: its
+    BLOCK_T * HEADS rows (token-major) multiply each key and value tile it loads."""
     # The last row blocks of a causal sequence have the most keys: they start first.
-    block_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    head = tl.program_id(1)
+    block_t = tl.num_programs(0) - 1 - tl.program_id(0)
+    first_head = tl.program_id(1) * HEADS
     seq = tl.program_id(2)
     q_len = tl.load(q_lens_ptr + seq)
-    if block_m * BLOCK_M >= q_len:
+    if block_t * BLOCK_T >= q_len:
         return
     q_start = tl.load(q_starts_ptr + seq).to(tl.int64)
     k_start = tl.load(k_starts_ptr + seq).to(tl.int64)
     k_len = tl.load(k_lens_ptr + seq)
-    kv_head = head // group
-    rows = block_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < q_len
+    kv_head = first_head // group
+    lanes = tl.arange(0, BLOCK_T * HEADS)
+    tokens = block_t * BLOCK_T + lanes // HEADS
+    heads = first_head + lanes % HEADS
+    row_ok = tokens < q_len
     dims = tl.arange(0, HEAD_DIM)
-    q = tl.load(q_ptr + (q_start + rows)[:, None] * stride_qt + head * stride_qh + dims[None, :],
-                mask=row_ok[:, None], other=0.0)  # fmt: skip
-    best = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    total = tl.zeros((BLOCK_M,), tl.float32)
-    acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
+    q_rows = (q_start + tokens)[:, None] * stride_qt + heads[:, None] * stride_qh
+    q = tl.load(q_ptr + q_rows + dims[None, :], mask=row_ok[:, None], other=0.0)
+    best = tl.full((BLOCK_T * HEADS,), float("-inf"), tl.float32)
+    total = tl.zeros((BLOCK_T * HEADS,), tl.float32)
+    acc = tl.zeros((BLOCK_T * HEADS, HEAD_DIM), tl.float32)
     shift = k_len - q_len  # keys before the chunk
     end = k_len
     visible_to_all = k_len
     if CAUSAL:
-        end = tl.minimum(k_len, (block_m + 1) * BLOCK_M + shift)
-        visible_to_all = tl.minimum(k_len, block_m * BLOCK_M + shift + 1)  # the block's first row's keys
+        end = tl.minimum(k_len, (block_t + 1) * BLOCK_T + shift)
+        visible_to_all = tl.minimum(k_len, block_t * BLOCK_T + shift + 1)  # the block's first token's keys
     unmasked_end = visible_to_all // BLOCK_N * BLOCK_N
     for start in range(0, unmasked_end, BLOCK_N):
         acc, best, total = _attend_tile(acc, best, total, q, k_ptr, v_ptr, k_start, kv_head, stride_kt, stride_kh,
-                                        stride_vt, stride_vh, start, rows, shift, k_len, scale_log2, dims,
+                                        stride_vt, stride_vh, start, tokens, shift, k_len, scale_log2, dims,
                                         MASKED=False, CAUSAL=CAUSAL, BLOCK_N=BLOCK_N)  # fmt: skip
     for start in range(unmasked_end, end, BLOCK_N):
         acc, best, total = _attend_tile(acc, best, total, q, k_ptr, v_ptr, k_start, kv_head, stride_kt, stride_kh,
-                                        stride_vt, stride_vh, start, rows, shift, k_len, scale_log2, dims,
+                                        stride_vt, stride_vh, start, tokens, shift, k_len, scale_log2, dims,
                                         MASKED=True, CAUSAL=CAUSAL, BLOCK_N=BLOCK_N)  # fmt: skip
     out = acc / tl.where(total > 0, total, 1.0)[:, None]
-    tl.store(out_ptr + (q_start + rows)[:, None] * stride_ot + head * stride_oh + dims[None, :],
-             out.to(q.dtype), mask=row_ok[:, None])  # fmt: skip
+    o_rows = (q_start + tokens)[:, None] * stride_ot + heads[:, None] * stride_oh
+    tl.store(out_ptr + o_rows + dims[None, :], out.to(q.dtype), mask=row_ok[:, None])
 
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages): the fastest of 36 shapes on the H200 for W1's prompt
-# alone, five in a launch, and a chunk after a cached prefix (benchmarks/prefill_tiles.py; BENCHMARKS.md).
-TILES = (64, 64, 4, 2)
+# (tokens per block, BLOCK_N, num_warps, num_stages, query heads per block): the fastest of 41
+# shapes on the H200 for W1's prompt alone, five in a launch, and a chunk after a cached prefix
+# (benchmarks/prefill_tiles.py; BENCHMARKS.md, session 6). A block's rows are its tokens times its
+# heads: 4 tokens of the 16 query heads that share a KV head load each key tile once for all 64
+# rows, and the causal diagonal costs a 4-token sliver instead of a 64-token triangle.
+TILES = (4, 32, 4, 3, 16)
 
 
 def varlen_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: VarlenSpans, causal: bool,
-    out: torch.Tensor | None = None, tiles: tuple[int, int, int, int] | None = None,
+    out: torch.Tensor | None = None, tiles: tuple[int, ...] | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """q: [Tq, heads, d]; k, v: [Tk, kv_heads, d] (channels contiguous). Writes each sequence's
     rows of `out` ([Tq, heads, d]; rows of no sequence are left as they are)."""
@@ -113,13 +121,16 @@ def varlen_attention(
     if not len(spans):
         return out
     q_starts, q_lens, k_starts, k_lens = spans.on(q.device)
-    block_m, block_n, warps, stages = tiles or TILES
-    grid = (triton.cdiv(max(spans.q_lens), block_m), heads, len(spans))
+    block_t, block_n, warps, stages, heads_per_block = (*(tiles or TILES), 1)[:5]
+    while (heads // k.shape[1]) % heads_per_block:  # a block's heads share a KV head: fewer, same rows
+        heads_per_block, block_t = heads_per_block // 2, block_t * 2
+    grid = (triton.cdiv(max(spans.q_lens), block_t), heads // heads_per_block, len(spans))
     _prefill_kernel[grid](
         q, k, v, out, q_starts, q_lens, k_starts, k_lens,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
         head_dim**-0.5 * _LOG2E, heads // k.shape[1],
-        CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages,
+        CAUSAL=causal, HEAD_DIM=head_dim, BLOCK_T=block_t, BLOCK_N=block_n, HEADS=heads_per_block,
+        num_warps=warps, num_stages=stages,
     )  # fmt: skip
     return out
 
