@@ -71,6 +71,12 @@ def check_skinny_matmul() -> None:
     close("linear, a decode-sized batch", TritonOps.linear(x, weight), TorchOps.linear(x, weight), 1e-4)
     x = torch.randn(40, 64)  # past the kernel's rows: PyTorch's product
     close("linear, a prompt-sized batch", TritonOps.linear(x, weight), TorchOps.linear(x, weight), 1e-4)
+    weight, w1, w2 = torch.randn(96, 300), torch.randn(96), torch.randn(96)  # 300 deep: slices summed in the norm
+    for rows in (3, 40):
+        x, residual = torch.randn(rows, 300), torch.randn(rows, 96)
+        for got, want in zip(TritonOps.linear_add_rms_norm(residual, x, weight, w1, 1e-5, w2),
+                             TorchOps.linear_add_rms_norm(residual, x, weight, w1, 1e-5, w2)):  # fmt: skip
+            close(f"linear then add_rms_norm, {rows} rows", got, want, 1e-4)
 
 
 def check_paged_decode() -> None:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from flashsight.engine.kernels.skinny_matmul import MAX_ROWS, skinny_linear
+from flashsight.engine.kernels.norms import add_rms_norm, add_rms_norm_of_sum
+from flashsight.engine.kernels.skinny_matmul import MAX_ROWS, skinny_linear, skinny_partials
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """F.linear's contract: x [..., k] @ weight[n, k].T (+ bias)."""
-    if x.dim() == 2 and 0 < x.shape[0] <= MAX_ROWS and x.stride(-1) == 1 and weight.is_contiguous():
+    if _few_rows(x, weight):
         return skinny_linear(x, weight, bias)
     if not x.is_cuda:
         return F.linear(x, weight, bias)
@@ -31,3 +32,16 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         return F.linear(x, weight, bias)
     finally:
         torch.backends.cuda.preferred_blas_library(previous)
+
+
+def linear_add_rms_norm(residual, x, weight, w1, eps: float, w2=None):
+    """add_rms_norm(residual, linear(x, weight), w1, eps, w2). With a few rows the norm kernel
+    adds up the product's slices as it reads them: one launch fewer per product, which at a
+    batch of one is a launch's latency in a step of ~600 launches."""
+    if _few_rows(x, weight):
+        return add_rms_norm_of_sum(residual, skinny_partials(x, weight), w1, eps, w2)
+    return add_rms_norm(residual, linear(x, weight), w1, eps, w2)
+
+
+def _few_rows(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return x.dim() == 2 and 0 < x.shape[0] <= MAX_ROWS and x.stride(-1) == 1 and weight.is_contiguous()

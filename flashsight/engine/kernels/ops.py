@@ -33,6 +33,11 @@ class TorchOps:
         return x if w2 is None else (x, cls.rms_norm(x, w2, eps))
 
     @classmethod
+    def linear_add_rms_norm(cls, residual, x, weight, w1, eps: float, w2=None):
+        """add_rms_norm(residual, linear(x, weight), w1, eps, w2): a projection and the norm after it."""
+        return cls.add_rms_norm(residual, cls.linear(x, weight), w1, eps, w2)
+
+    @classmethod
     def add_then_rms_norm(cls, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, eps: float):
         """x + y, and norm(that sum; weight): a pre-norm block's residual add and the next norm."""
         x = x + y
@@ -93,6 +98,12 @@ class TritonOps(TorchOps):
         from flashsight.engine.kernels.norms import add_rms_norm
 
         return add_rms_norm(x, y, w1, eps, w2)
+
+    @staticmethod
+    def linear_add_rms_norm(residual, x, weight, w1, eps, w2=None):
+        from flashsight.engine.kernels.linear import linear_add_rms_norm
+
+        return linear_add_rms_norm(residual, x, weight, w1, eps, w2)
 
     @staticmethod
     def add_then_rms_norm(x, y, weight, eps):

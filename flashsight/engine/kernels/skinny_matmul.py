@@ -99,26 +99,47 @@ def skinny_linear(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: SkinnyPlan | None = None
 ) -> torch.Tensor:
     """x: [rows, k] (a few rows), weight: [n, k], both row-major -> [rows, n] in x's dtype."""
+    plan = plan or plan_for(*weight.shape)
+    out = torch.empty((x.shape[0], weight.shape[0]), dtype=x.dtype, device=x.device)
+    if _slices(x.shape[1], plan) == 1:
+        _launch(x, weight, bias, plan, out)
+        return out
+    partial = skinny_partials(x, weight, plan)
+    total, block = out.numel(), 1024
+    bias_arg = bias if bias is not None else weight  # never read without HAS_BIAS
+    _sum_splits_kernel[(triton.cdiv(total, block),)](
+        partial, bias_arg, out, out.shape[1], total, partial.stride(0),
+        SPLITS=partial.shape[0], HAS_BIAS=bias is not None, BLOCK=block,
+    )  # fmt: skip
+    return out
+
+
+def skinny_partials(x: torch.Tensor, weight: torch.Tensor, plan: SkinnyPlan | None = None) -> torch.Tensor:
+    """The float32 sums of x @ weight.T over each slice of the inner dimension: [slices, rows, n],
+    for a kernel that adds them up as it reads them (norms.add_rms_norm_of_sum)."""
+    plan = plan or plan_for(*weight.shape)
+    partial = torch.empty((_slices(x.shape[1], plan), x.shape[0], weight.shape[0]), dtype=torch.float32, device=x.device)
+    _launch(x, weight, None, plan, partial)
+    return partial
+
+
+def _slices(k: int, plan: SkinnyPlan) -> int:
+    k_blocks = triton.cdiv(k, plan.block_k)
+    return triton.cdiv(k_blocks, triton.cdiv(k_blocks, plan.splits))  # no empty slice
+
+
+def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: SkinnyPlan, target: torch.Tensor):
+    """Into `target`: [rows, n] rounded (one slice, bias added) or [slices, rows, n] float32."""
     rows, k = x.shape
     n = weight.shape[0]
-    block_n, block_k, splits, warps, stages = plan or plan_for(n, k)
+    block_n, block_k, _, warps, stages = plan
     k_blocks = triton.cdiv(k, block_k)
+    splits = _slices(k, plan)
     per_split = triton.cdiv(k_blocks, splits)
-    splits = triton.cdiv(k_blocks, per_split)  # no empty slice
-    out = torch.empty((rows, n), dtype=x.dtype, device=x.device)
-    partial = splits > 1
-    target = torch.empty((splits, rows, n), dtype=torch.float32, device=x.device) if partial else out
-    bias_arg = bias if bias is not None else weight  # never read without HAS_BIAS
+    partial = target.dim() == 3
     _skinny_kernel[(triton.cdiv(n, block_n), splits)](
-        x, weight, bias_arg, target, rows, n, k, per_split,
+        x, weight, bias if bias is not None else weight, target, rows, n, k, per_split,
         x.stride(0), weight.stride(0), target.stride(0) if partial else 0, n,
-        HAS_BIAS=bias is not None, PARTIAL=partial, EVEN_K=k % (block_k * per_split) == 0 and k_blocks % per_split == 0,
+        HAS_BIAS=bias is not None, PARTIAL=partial, EVEN_K=k % block_k == 0 and k_blocks % per_split == 0,
         BLOCK_T=block_rows(rows), BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
     )  # fmt: skip
-    if partial:
-        block = 1024
-        total = rows * n
-        _sum_splits_kernel[(triton.cdiv(total, block),)](
-            target, bias_arg, out, n, total, target.stride(0), SPLITS=splits, HAS_BIAS=bias is not None, BLOCK=block
-        )  # fmt: skip
-    return out

@@ -45,6 +45,8 @@ class TextAttention(nn.Module):
         self.qkv = (weight, bias)
 
     def forward(self, x: torch.Tensor, cos, sin, attend: AttendFn, ops: type[TorchOps]) -> torch.Tensor:
+        """The heads' outputs side by side, [T, heads * d], before the output projection (which
+        the layer computes together with the norm after it)."""
         tokens = x.shape[0]
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         if self.qkv is not None:
@@ -55,8 +57,7 @@ class TextAttention(nn.Module):
         k = k.view(tokens, self.num_kv_heads, self.head_dim)
         v = v.view(tokens, self.num_kv_heads, self.head_dim)
         q, k = ops.apply_rope(q, k, cos, sin)
-        out = attend(self.layer_index, q, k, v)
-        return ops.linear(out.reshape(tokens, -1), self.o_proj.weight)
+        return attend(self.layer_index, q, k, v).reshape(tokens, -1)
 
 
 class TextMLP(nn.Module):
@@ -66,7 +67,9 @@ class TextMLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, ops: type[TorchOps]) -> torch.Tensor:
-        return ops.linear(ops.silu_and_mul(ops.linear(x, self.gate_up_proj.weight)), self.down_proj.weight)
+        """The gated activations, before the down projection (which the layer computes together
+        with the norm after it)."""
+        return ops.silu_and_mul(ops.linear(x, self.gate_up_proj.weight))
 
 
 class DecoderLayer(nn.Module):
@@ -86,10 +89,11 @@ class DecoderLayer(nn.Module):
         """x: the residual stream; h: x through this layer's input norm. Returns the new
         residual and it through `next_norm` (the next layer's input norm, or the final one):
         computed with the residual add, it costs no launch of its own."""
-        attended = self.self_attn(h, cos, sin, attend, ops)
-        x, h = ops.add_rms_norm(x, attended, self.post_self_attn_layernorm.weight, self.eps,
-                                self.post_attention_layernorm.weight)  # fmt: skip
-        return ops.add_rms_norm(x, self.mlp(h, ops), self.post_mlp_layernorm.weight, self.eps, next_norm)
+        heads = self.self_attn(h, cos, sin, attend, ops)
+        x, h = ops.linear_add_rms_norm(x, heads, self.self_attn.o_proj.weight, self.post_self_attn_layernorm.weight,
+                                       self.eps, self.post_attention_layernorm.weight)  # fmt: skip
+        return ops.linear_add_rms_norm(x, self.mlp(h, ops), self.mlp.down_proj.weight, self.post_mlp_layernorm.weight,
+                                       self.eps, next_norm)  # fmt: skip
 
 
 class MRotaryEmbedding(nn.Module):
