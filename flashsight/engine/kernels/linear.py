@@ -5,7 +5,7 @@
   3.7-4.7: ~0.4 ms less per decode step of the 40-layer decoder.
 - More rows: cuBLAS, through whichever of its two libraries was faster for the product's shape on
   the H200 (BENCHMARKS.md, session 6). For products whose output is no wider than their input
-  (the attention output and the MLP's down projection) that is cuBLASLt: 10-15% faster at 48-96
+  (the attention output and the MLP's down projection) that is cuBLASLt: 10-40% faster at 48-96
   rows and 2-7% on prompts. For the others it is plain cuBLAS (the gate/up projection runs 6%
   slower under cuBLASLt on prompts). PyTorch picks the library from a process-wide setting, so
   each product sets it and puts the previous one back.

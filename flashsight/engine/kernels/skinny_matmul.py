@@ -1,13 +1,14 @@
-"""x @ W.T (+ bias) for decode-sized batches (a few to ~128 rows), where the product reads the
-weights once and is bound by memory, not arithmetic.
+"""x @ W.T (+ bias) for decode-sized batches (1 to 16 rows), where the product reads the weights
+once and is bound by memory, not arithmetic.
 
 cuBLAS tiles such a product over the output's columns only: the text decoder's q/k/v and output
-projections (4096 x 4096-4608) make 32-36 tiles of 128 columns, a quarter of the H200's 132
-multiprocessors, and read their weights at ~2.3 of its ~4.3 TB/s. Here each program also takes a
-slice of the inner dimension (split-K), so every multiprocessor streams weights, and the weight
-tile is the wide operand of the matrix instruction (swap-AB): a batch of 1 to 16 rows still fills
-it. With more than one slice, each writes float32 partial sums and a second pass adds them in a
-fixed order (so the result does not depend on which slice ends first), adds the bias and rounds.
+projections (4096 x 4096-4608) make a few dozen tiles, too few for the H200's 132
+multiprocessors, and it read those weights at 3.2-3.7 of the ~4.3 TB/s. Here each program also
+takes a slice of the inner dimension (split-K), so every multiprocessor streams weights. The
+weight tile is the wide operand of the matrix instruction (swap-AB), so a batch of one row still
+fills it. With more than one slice, each writes float32 partial sums. A second pass adds them in
+a fixed order, so the result does not depend on which slice ends first; it also adds the bias and
+rounds. (Or the norm after the product does that pass: norms.add_rms_norm_of_sum.)
 """
 
 from __future__ import annotations
