@@ -35,15 +35,22 @@ def check_ops() -> None:
         close("add_then_rms_norm", got, want)
     gate_up = torch.randn(5, 2 * 1100)  # more than one column block
     close("silu_and_mul", TritonOps.silu_and_mul(gate_up), TorchOps.silu_and_mul(gate_up))
-    for tokens in (3, 300):  # a decode-sized step (blocks of heads), a prompt-sized one (whole parts)
-        qkv = torch.randn(tokens, 6 * 32)  # q and k are strided views of one projection, as in the model
-        q, k = qkv[:, : 4 * 32].view(tokens, 4, 32), qkv[:, 4 * 32 :].view(tokens, 2, 32)
-        angles = torch.randn(tokens, 8)
-        cos, sin = angles.cos().repeat_interleave(2, -1), angles.sin().repeat_interleave(2, -1)
-        want_q, want_k = TorchOps.apply_rope(q.clone(), k.clone(), cos, sin)
-        got_q, got_k = TritonOps.apply_rope(q, k, cos, sin)
-        close(f"rope, {tokens} tokens (queries)", got_q, want_q)
-        close(f"rope, {tokens} tokens (keys)", got_k, want_k)
+    for tokens in (3, 300):  # a decode-sized step, a prompt-sized one
+        for dim, rotary in ((32, 16), (32, 32), (24, 8)):  # half rotated (as GLM), all, a head not a power of 2
+            qkv = torch.randn(tokens, 8 * dim)  # q, k, v are strided views of one projection, as in the model
+            q, k, v = (part.view(tokens, -1, dim) for part in qkv.split([4 * dim, 2 * dim, 2 * dim], dim=-1))
+            angles = torch.randn(tokens, rotary // 2)
+            cos, sin = angles.cos().repeat_interleave(2, -1), angles.sin().repeat_interleave(2, -1)
+            slots = torch.randperm(2 * tokens)[:tokens]
+            caches = [torch.zeros(2 * tokens, 2, dim) for _ in range(4)]
+            want_q, want_k = TorchOps.rope_and_store(q.clone(), k.clone(), v, cos, sin, caches[0], caches[1], slots)
+            got_q, got_k = TritonOps.rope_and_store(q, k, v, cos, sin, caches[2], caches[3], slots)
+            label = f"rope and store, {tokens} tokens, {rotary} of {dim} channels"
+            for name, got, want in (("queries", got_q, want_q), ("keys", got_k, want_k), ("key cache", caches[2], caches[0]),
+                                    ("value cache", caches[3], caches[1])):  # fmt: skip
+                close(f"{label} ({name})", got, want)
+            if got_q.data_ptr() != q.data_ptr() or not torch.equal(k, want_k):
+                sys.exit("rope and store must rotate q and k in place")
     qkv = torch.randn(5, 3 * 3 * 16)  # the vision tower's projection: 3 heads (padded to 4) of 16
     angles = torch.randn(5, 8)
     cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()
@@ -77,6 +84,11 @@ def check_skinny_matmul() -> None:
         for got, want in zip(TritonOps.linear_add_rms_norm(residual, x, weight, w1, 1e-5, w2),
                              TorchOps.linear_add_rms_norm(residual, x, weight, w1, 1e-5, w2)):  # fmt: skip
             close(f"linear then add_rms_norm, {rows} rows", got, want, 1e-4)
+    gate_up = torch.randn(2 * 70, 256) / 16  # 70 outputs: the last program's pairs are partly past the end
+    for rows in (1, 7, 40):  # the gated kernel, then (40 rows) the product followed by the gate
+        x = torch.randn(rows, 256)
+        close(f"linear then silu_and_mul, {rows} rows", TritonOps.linear_silu_and_mul(x, gate_up),
+              TorchOps.linear_silu_and_mul(x, gate_up), 1e-4)  # fmt: skip
 
 
 def check_paged_decode() -> None:

@@ -50,15 +50,14 @@ class DecodeInputs:
 
 
 class DecodeAttention:
-    """The attend callback of a decode step: store the new keys and values, attend over pages."""
+    """The attend callback of a decode step: rotate, store the new keys and values, attend over pages."""
 
     def __init__(self, cache: PagedKVCache, inputs: DecodeInputs, ops):
         self.cache, self.inputs, self.ops = cache, inputs, ops
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin) -> torch.Tensor:
         keys, values = self.cache.keys[layer], self.cache.values[layer]
-        keys.index_copy_(0, self.inputs.slots, k)
-        values.index_copy_(0, self.inputs.slots, v)
+        q, k = self.ops.rope_and_store(q, k, v, cos, sin, keys, values, self.inputs.slots)
         return self.ops.paged_decode_attention(
             q, keys, values, self.inputs.block_tables, self.inputs.context_lens, self.cache.block_size
         )

@@ -67,10 +67,9 @@ class BatchAttention:
     ops: Any
     _chunk_spans: tuple | None = field(default=None, init=False, repr=False)
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos, sin) -> torch.Tensor:
         keys, values = self.cache.keys[layer], self.cache.values[layer]
-        keys.index_copy_(0, self.new_slots, k)
-        values.index_copy_(0, self.new_slots, v)
+        q, k = self.ops.rope_and_store(q, k, v, cos, sin, keys, values, self.new_slots)
         out = torch.empty_like(q)
         if self.decode is not None:
             d = self.decode

@@ -6,9 +6,12 @@ import torch
 import triton
 import triton.language as tl
 
+from flashsight.engine.kernels.dependent_launch import enabled as pdl_enabled, wait_for_previous
+
 
 @triton.jit
-def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_out, n, BLOCK: tl.constexpr):
+def _silu_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_out, n, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    wait_for_previous(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < n
@@ -25,5 +28,8 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     n = rows.shape[1] // 2
     out = torch.empty((rows.shape[0], n), dtype=rows.dtype, device=rows.device)
     block = 1024
-    _silu_and_mul_kernel[(rows.shape[0], triton.cdiv(n, block))](rows, out, rows.stride(0), out.stride(0), n, BLOCK=block)
+    pdl = pdl_enabled(rows)
+    _silu_and_mul_kernel[(rows.shape[0], triton.cdiv(n, block))](
+        rows, out, rows.stride(0), out.stride(0), n, BLOCK=block, PDL=pdl, launch_pdl=pdl
+    )  # fmt: skip
     return out.view(*gate_up.shape[:-1], n)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from flashsight.engine.kernels.activation import silu_and_mul
 from flashsight.engine.kernels.norms import add_rms_norm, add_rms_norm_of_sum
-from flashsight.engine.kernels.skinny_matmul import MAX_ROWS, skinny_linear, skinny_partials
+from flashsight.engine.kernels.skinny_matmul import MAX_ROWS, skinny_linear, skinny_partials, skinny_silu_and_mul
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -41,6 +42,13 @@ def linear_add_rms_norm(residual, x, weight, w1, eps: float, w2=None):
     if _few_rows(x, weight):
         return add_rms_norm_of_sum(residual, skinny_partials(x, weight), w1, eps, w2)
     return add_rms_norm(residual, linear(x, weight), w1, eps, w2)
+
+
+def linear_silu_and_mul(x: torch.Tensor, gate_up: torch.Tensor) -> torch.Tensor:
+    """silu_and_mul(linear(x, gate_up)): with a few rows, one launch that gates as it writes."""
+    if _few_rows(x, gate_up):
+        return skinny_silu_and_mul(x, gate_up)
+    return silu_and_mul(linear(x, gate_up))
 
 
 def _few_rows(x: torch.Tensor, weight: torch.Tensor) -> bool:

@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from flashsight.engine.kernels.dependent_launch import enabled as pdl_enabled, wait_for_previous
+
 
 @triton.jit
 def _normalize(x, w, n, eps):
@@ -22,7 +24,8 @@ def _normalize(x, w, n, eps):
 
 
 @triton.jit
-def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, stride_x, stride_out, n, eps, BLOCK: tl.constexpr):
+def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, stride_x, stride_out, n, eps, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    wait_for_previous(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < n
@@ -34,11 +37,12 @@ def _rms_norm_kernel(x_ptr, w_ptr, out_ptr, stride_x, stride_out, n, eps, BLOCK:
 @triton.jit
 def _add_rms_norm_kernel(
     x_ptr, y_ptr, w1_ptr, w2_ptr, x_out_ptr, h_out_ptr, stride_x, stride_y, stride_out, n, eps, stride_split,
-    NORM_Y: tl.constexpr, SECOND: tl.constexpr, SPLITS: tl.constexpr, BLOCK: tl.constexpr,
+    NORM_Y: tl.constexpr, SECOND: tl.constexpr, SPLITS: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """x_out = x + norm(y; w1) (x + y without NORM_Y); with SECOND, also h_out = norm(x_out; w2).
     With SPLITS, y is the sum of that many float32 slices, rounded to x's dtype first (as the
     product that made them would have rounded it)."""
+    wait_for_previous(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < n
@@ -68,8 +72,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         rows = rows.contiguous()
     out = torch.empty(rows.shape, dtype=weight.dtype, device=x.device)
     n = rows.shape[1]
+    pdl = pdl_enabled(x)
     _rms_norm_kernel[(rows.shape[0],)](rows, weight, out, rows.stride(0), out.stride(0), n, eps,
-                                       BLOCK=triton.next_power_of_2(n))  # fmt: skip
+                                       BLOCK=triton.next_power_of_2(n), PDL=pdl, launch_pdl=pdl)  # fmt: skip
     return out.view(x.shape)
 
 
@@ -101,6 +106,7 @@ def _add_and_norm(x, y, w1, eps, w2, summed: bool = False):
         rows_x, rows_y, any_weight, w2 if w2 is not None else any_weight, x_out, h_out,
         rows_x.stride(0), rows_y.stride(-2), x_out.stride(0), n, eps, rows_y.stride(0) if splits else 0,
         NORM_Y=w1 is not None, SECOND=w2 is not None, SPLITS=splits, BLOCK=triton.next_power_of_2(n),
+        PDL=pdl_enabled(x), launch_pdl=pdl_enabled(x),
     )  # fmt: skip
     if w2 is None:
         return x_out.view(x.shape)

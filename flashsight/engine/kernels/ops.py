@@ -47,10 +47,24 @@ class TorchOps:
     def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         return _partial_rope(q, cos, sin), _partial_rope(k, cos, sin)
 
+    @classmethod
+    def rope_and_store(cls, q, k, v, cos, sin, keys: torch.Tensor, values: torch.Tensor, slots: torch.Tensor):
+        """Rotate q and k, write k and v to their cache slots (keys, values: [slots, kv_heads,
+        head_dim]; slots: [T] int64); returns the rotated q and k."""
+        q, k = cls.apply_rope(q, k, cos, sin)
+        keys.index_copy_(0, slots, k)
+        values.index_copy_(0, slots, v)
+        return q, k
+
     @staticmethod
     def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
         gate, up = gate_up.chunk(2, dim=-1)
         return F.silu(gate) * up
+
+    @classmethod
+    def linear_silu_and_mul(cls, x: torch.Tensor, gate_up: torch.Tensor) -> torch.Tensor:
+        """SwiGLU's gated activations from the fused gate/up weight [2n, k]."""
+        return cls.silu_and_mul(cls.linear(x, gate_up))
 
     @staticmethod
     def paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, page_size: int) -> torch.Tensor:
@@ -112,10 +126,10 @@ class TritonOps(TorchOps):
         return add_then_rms_norm(x, y, weight, eps)
 
     @staticmethod
-    def apply_rope(q, k, cos, sin):
-        from flashsight.engine.kernels.rope import apply_rope_
+    def rope_and_store(q, k, v, cos, sin, keys, values, slots):
+        from flashsight.engine.kernels.rope import apply_rope_and_store_
 
-        apply_rope_(q, k, cos, sin)
+        apply_rope_and_store_(q, k, v, cos, sin, keys, values, slots)
         return q, k
 
     @staticmethod
@@ -123,6 +137,12 @@ class TritonOps(TorchOps):
         from flashsight.engine.kernels.activation import silu_and_mul
 
         return silu_and_mul(gate_up)
+
+    @staticmethod
+    def linear_silu_and_mul(x, gate_up):
+        from flashsight.engine.kernels.linear import linear_silu_and_mul
+
+        return linear_silu_and_mul(x, gate_up)
 
     @staticmethod
     def paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, page_size: int) -> torch.Tensor:

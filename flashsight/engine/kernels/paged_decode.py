@@ -15,6 +15,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from flashsight.engine.kernels.dependent_launch import enabled as pdl_enabled, wait_for_previous
+
 
 @triton.jit
 def _paged_decode_kernel(
@@ -22,8 +24,9 @@ def _paged_decode_kernel(
     stride_qt, stride_qh, stride_ks, stride_kh, stride_vs, stride_vh, stride_tt, stride_ot, stride_oh,
     scale, group, heads,
     GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, PAGE: tl.constexpr, TILE: tl.constexpr,
-    SPLITS: tl.constexpr,
+    SPLITS: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
+    wait_for_previous(PDL)
     seq = tl.program_id(0).to(tl.int64)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -67,7 +70,8 @@ def _paged_decode_kernel(
 
 @triton.jit
 def _merge_splits_kernel(part_acc_ptr, part_stats_ptr, out_ptr, stride_ot, stride_oh, heads,
-                         HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr):  # fmt: skip
+                         HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
+    wait_for_previous(PDL)
     seq = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     parts = (seq * heads + head) * SPLITS + tl.arange(0, SPLITS)
@@ -106,11 +110,12 @@ def paged_decode_attention(
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
         block_tables.stride(0), out.stride(0), out.stride(1), head_dim**-0.5, group, heads,
         GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, PAGE=page_size, TILE=tile,
-        SPLITS=splits, num_warps=warps,
+        SPLITS=splits, num_warps=warps, PDL=pdl_enabled(q), launch_pdl=pdl_enabled(q),
     )  # fmt: skip
     if splits > 1:
         _merge_splits_kernel[(batch, heads)](part_acc, part_stats, out, out.stride(0), out.stride(1), heads,
-                                             HEAD_DIM=head_dim, SPLITS=splits)  # fmt: skip
+                                             HEAD_DIM=head_dim, SPLITS=splits, PDL=pdl_enabled(q),
+                                             launch_pdl=pdl_enabled(q))  # fmt: skip
     return out
 
 

@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from flashsight.engine.kernels.dependent_launch import enabled as pdl_enabled, wait_for_previous
+
 
 MAX_ROWS = 16  # above this cuBLAS is as fast (32 rows and more: benchmarks/skinny_gemm.py)
 
@@ -35,11 +37,21 @@ class SkinnyPlan(NamedTuple):
 def _skinny_kernel(
     x_ptr, w_ptr, bias_ptr, out_ptr, rows, n, k, blocks_per_split,
     stride_x, stride_w, stride_split, stride_out,
-    HAS_BIAS: tl.constexpr, PARTIAL: tl.constexpr, EVEN_K: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS_BIAS: tl.constexpr, PARTIAL: tl.constexpr, EVEN_K: tl.constexpr, GATED: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
+    """x @ W.T over one slice of k for BLOCK_N weight rows. GATED: W is [2n, k], a gate's n rows
+    then an up projection's, and the program's rows pair gate row j with up row j (even and odd
+    tile rows) for BLOCK_N / 2 outputs silu(gate) * up: SwiGLU without a launch of its own."""
+    wait_for_previous(PDL)
     split = tl.program_id(1)
-    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    if GATED:
+        r = tl.arange(0, BLOCK_N)
+        cols = tl.program_id(0) * (BLOCK_N // 2) + r // 2
+        w_rows = cols + (r % 2) * n
+    else:
+        cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        w_rows = cols
     toks = tl.arange(0, BLOCK_T)
     col_ok = cols < n
     tok_ok = toks < rows
@@ -48,19 +60,30 @@ def _skinny_kernel(
     for step in range(0, blocks_per_split):
         ks = first + step * BLOCK_K + tl.arange(0, BLOCK_K)
         if EVEN_K:
-            w = tl.load(w_ptr + cols[:, None].to(tl.int64) * stride_w + ks[None, :], mask=col_ok[:, None], other=0.0)
+            w = tl.load(w_ptr + w_rows[:, None].to(tl.int64) * stride_w + ks[None, :], mask=col_ok[:, None], other=0.0)
             x = tl.load(x_ptr + toks[:, None] * stride_x + ks[None, :], mask=tok_ok[:, None], other=0.0)
         else:
             k_ok = ks < k
-            w = tl.load(w_ptr + cols[:, None].to(tl.int64) * stride_w + ks[None, :],
+            w = tl.load(w_ptr + w_rows[:, None].to(tl.int64) * stride_w + ks[None, :],
                         mask=col_ok[:, None] & k_ok[None, :], other=0.0)  # fmt: skip
             x = tl.load(x_ptr + toks[:, None] * stride_x + ks[None, :], mask=tok_ok[:, None] & k_ok[None, :], other=0.0)
         acc = tl.dot(w, tl.trans(x), acc)
     out = tl.trans(acc)  # [BLOCK_T, BLOCK_N]
-    mask = tok_ok[:, None] & col_ok[None, :]
-    if PARTIAL:
+    if GATED:
+        dtype = out_ptr.dtype.element_ty
+        gate, up = tl.split(tl.reshape(out, (BLOCK_T, BLOCK_N // 2, 2)))
+        # Rounded where the unfused path rounds: the product's output, silu, the gated value.
+        g = gate.to(dtype).to(tl.float32)
+        silu = (g / (1.0 + tl.exp(-g))).to(dtype)
+        cols = tl.program_id(0) * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+        mask = tok_ok[:, None] & (cols < n)[None, :]
+        gated = (silu.to(tl.float32) * up.to(dtype).to(tl.float32)).to(dtype)
+        tl.store(out_ptr + toks[:, None] * stride_out + cols[None, :], gated, mask=mask)
+    elif PARTIAL:
+        mask = tok_ok[:, None] & col_ok[None, :]
         tl.store(out_ptr + split * stride_split + toks[:, None] * stride_out + cols[None, :], out, mask=mask)
     else:
+        mask = tok_ok[:, None] & col_ok[None, :]
         if HAS_BIAS:
             out += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         tl.store(out_ptr + toks[:, None] * stride_out + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
@@ -68,7 +91,8 @@ def _skinny_kernel(
 
 @triton.jit
 def _sum_splits_kernel(part_ptr, bias_ptr, out_ptr, n, total, stride_split,
-                       SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
+                       SPLITS: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):  # fmt: skip
+    wait_for_previous(PDL)
     offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ok = offsets < total
     acc = tl.load(part_ptr + offsets, mask=ok, other=0.0)
@@ -110,8 +134,19 @@ def skinny_linear(
     bias_arg = bias if bias is not None else weight  # never read without HAS_BIAS
     _sum_splits_kernel[(triton.cdiv(total, block),)](
         partial, bias_arg, out, out.shape[1], total, partial.stride(0),
-        SPLITS=partial.shape[0], HAS_BIAS=bias is not None, BLOCK=block,
+        SPLITS=partial.shape[0], HAS_BIAS=bias is not None, BLOCK=block, PDL=pdl_enabled(x), launch_pdl=pdl_enabled(x),
     )  # fmt: skip
+    return out
+
+
+def skinny_silu_and_mul(x: torch.Tensor, gate_up: torch.Tensor, plan: SkinnyPlan | None = None) -> torch.Tensor:
+    """silu(x @ gate.T) * (x @ up.T) for gate_up = [gate; up] ([2n, k]) -> [rows, n], in one
+    launch of one slice (silu needs whole sums). A program's 64 weight rows are 32 of each, so it
+    streams as many bytes as a plain 64-row tile (GATED in the kernel)."""
+    plan = plan or SkinnyPlan(64, 128, 1, 4, 4)
+    n = gate_up.shape[0] // 2
+    out = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
+    _launch(x, gate_up, None, plan._replace(splits=1), out, gated=True)
     return out
 
 
@@ -129,18 +164,21 @@ def _slices(k: int, plan: SkinnyPlan) -> int:
     return triton.cdiv(k_blocks, triton.cdiv(k_blocks, plan.splits))  # no empty slice
 
 
-def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: SkinnyPlan, target: torch.Tensor):
-    """Into `target`: [rows, n] rounded (one slice, bias added) or [slices, rows, n] float32."""
+def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, plan: SkinnyPlan, target: torch.Tensor,
+            gated: bool = False):  # fmt: skip
+    """Into `target`: [rows, n] rounded (one slice, bias added), [slices, rows, n] float32, or
+    gated: [rows, n / 2] rounded."""
     rows, k = x.shape
-    n = weight.shape[0]
+    n = weight.shape[0] // 2 if gated else weight.shape[0]
     block_n, block_k, _, warps, stages = plan
     k_blocks = triton.cdiv(k, block_k)
     splits = _slices(k, plan)
     per_split = triton.cdiv(k_blocks, splits)
     partial = target.dim() == 3
-    _skinny_kernel[(triton.cdiv(n, block_n), splits)](
+    _skinny_kernel[(triton.cdiv(n, block_n // 2 if gated else block_n), splits)](
         x, weight, bias if bias is not None else weight, target, rows, n, k, per_split,
-        x.stride(0), weight.stride(0), target.stride(0) if partial else 0, n,
+        x.stride(0), weight.stride(0), target.stride(0) if partial else 0, target.stride(-2),
         HAS_BIAS=bias is not None, PARTIAL=partial, EVEN_K=k % block_k == 0 and k_blocks % per_split == 0,
-        BLOCK_T=block_rows(rows), BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
+        GATED=gated, BLOCK_T=block_rows(rows), BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
+        PDL=pdl_enabled(x), launch_pdl=pdl_enabled(x),
     )  # fmt: skip

@@ -14,9 +14,10 @@ from torch import nn
 from flashsight.engine.kernels.ops import TorchOps
 from flashsight.engine.model.layers import InverseFrequencies, RMSNorm
 
-# attend(layer_index, q [T, heads, d], k [T, kv_heads, d], v [T, kv_heads, d]) -> [T, heads, d].
-# The KV cache (contiguous or paged) supplies it: it stores k and v, then attends over the past.
-AttendFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# attend(layer_index, q [T, heads, d], k [T, kv_heads, d], v [T, kv_heads, d], cos, sin) -> [T, heads, d].
+# The KV cache supplies it: it rotates q and k (ops.rope_and_store, which also stores k and v: one
+# launch in the fast op set), then attends over the past.
+AttendFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class TextAttention(nn.Module):
@@ -56,8 +57,7 @@ class TextAttention(nn.Module):
         q = q.view(tokens, self.num_heads, self.head_dim)
         k = k.view(tokens, self.num_kv_heads, self.head_dim)
         v = v.view(tokens, self.num_kv_heads, self.head_dim)
-        q, k = ops.apply_rope(q, k, cos, sin)
-        return attend(self.layer_index, q, k, v).reshape(tokens, -1)
+        return attend(self.layer_index, q, k, v, cos, sin).reshape(tokens, -1)
 
 
 class TextMLP(nn.Module):
@@ -69,7 +69,7 @@ class TextMLP(nn.Module):
     def forward(self, x: torch.Tensor, ops: type[TorchOps]) -> torch.Tensor:
         """The gated activations, before the down projection (which the layer computes together
         with the norm after it)."""
-        return ops.silu_and_mul(ops.linear(x, self.gate_up_proj.weight))
+        return ops.linear_silu_and_mul(x, self.gate_up_proj.weight)
 
 
 class DecoderLayer(nn.Module):
