@@ -21,10 +21,12 @@ import tempfile
 import time
 
 import numpy as np
+import torch
 from PIL import Image
 
 from flashsight.engine.config import EngineConfig
 from flashsight.engine.engine import Engine
+from flashsight.engine.kernels import dependent_launch
 from flashsight.engine.testmodel import write_test_model
 from flashsight.engine.types import ChatRequest, SamplingParams
 
@@ -98,23 +100,28 @@ class StepTimer:
     """Wall time of the engine loop's parts, per level: where a loaded step's time goes. Nothing
     here synchronizes (that would stop the loop from running ahead of the GPU): "mixed steps" and
     "decode steps" are the CPU time to queue a step, and "_read_back" includes the wait for the
-    GPU, so a large share there means the GPU, not the CPU, sets the pace."""
+    GPU, so a large share there means the GPU, not the CPU, sets the pace. On a GPU, events around
+    each step's launch also give the GPU's idle time between steps ("gpu"): the time the engine
+    thread left it without queued work."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        self.events = torch.cuda.is_available() and engine.runner.device.type == "cuda"
         self.reset()
         runner, execute = engine.runner, engine.runner.execute
 
         def timed_execute(batch, previous=None):
             kind = "decode steps" if runner.decoder is not None and runner.decoder.accepts(batch) else "mixed steps"
+            self.kind = kind
             start = time.perf_counter()
             result = execute(batch, previous)
             self.add(kind, start, tokens=sum(count for _, count in batch))
             return result
 
         runner.execute = timed_execute
-        for name in ("_launch", "_read_back", "_drop_cancelled"):
+        for name in ("_read_back", "_drop_cancelled"):
             setattr(engine, name, self.wrap(name, getattr(engine, name)))
+        engine._launch = self.wrap_launch(engine._launch)
         engine.scheduler.schedule = self.wrap("schedule", engine.scheduler.schedule)
 
     def wrap(self, name, fn):
@@ -127,6 +134,22 @@ class StepTimer:
 
         return timed
 
+    def wrap_launch(self, launch):
+        timed = self.wrap("_launch", launch)
+        if not self.events:
+            return timed
+
+        def with_events(*args, **kwargs):
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            try:
+                return timed(*args, **kwargs)
+            finally:
+                end.record()
+                self.spans.append((self.kind, begin, end))
+
+        return with_events
+
     def add(self, name: str, start: float, tokens: int = 0) -> None:
         entry = self.totals.setdefault(name, [0.0, 0, 0])
         entry[0] += time.perf_counter() - start
@@ -135,10 +158,24 @@ class StepTimer:
 
     def reset(self) -> None:
         self.totals: dict[str, list] = {}
+        self.spans: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
+        self.kind = "mixed steps"
 
     def report(self) -> dict:
-        return {name: {"total_s": round(t, 2), "calls": n, **({"tokens": k} if k else {})}
-                for name, (t, n, k) in self.totals.items()}  # fmt: skip
+        report = {name: {"total_s": round(t, 2), "calls": n, **({"tokens": k} if k else {})}
+                  for name, (t, n, k) in self.totals.items()}  # fmt: skip
+        if self.spans:
+            torch.cuda.synchronize()
+            busy: dict[str, float] = {}
+            idle: dict[str, float] = {}  # GPU idle before a step of this kind, since the step before
+            for index, (kind, begin, end) in enumerate(self.spans):
+                busy[kind] = busy.get(kind, 0.0) + begin.elapsed_time(end) / 1e3
+                if index:
+                    gap = self.spans[index - 1][2].elapsed_time(begin) / 1e3
+                    idle[kind] = idle.get(kind, 0.0) + max(gap, 0.0)
+            report["gpu"] = {"steps_s": {k: round(v, 2) for k, v in busy.items()},
+                             "idle_before_s": {k: round(v, 3) for k, v in idle.items()}}  # fmt: skip
+        return report
 
 
 def prepare_ms(engine: Engine, workload: str) -> float:
@@ -168,19 +205,23 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--kernels", default="auto", choices=["auto", "triton", "torch"])
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false")
-    parser.add_argument("--max-num-batched-tokens", type=int, default=EngineConfig.max_num_batched_tokens)
+    parser.add_argument("--max-num-batched-tokens", type=int, nargs="+", default=[EngineConfig.max_num_batched_tokens],
+                        help="the step's token budget; several values run each level once per value")
+    parser.add_argument("--no-pdl", action="store_true", help="launch no kernel as a programmatic dependent")
     parser.add_argument("--profile", help="write a kernel-time table of one W1 request here")
     parser.add_argument("--json", help="also write the summary here")
     parser.add_argument("--switch-interval-ms", type=float, help="the GIL's switch interval (Python's default: 5)")
     args = parser.parse_args()
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1e3)
+    if args.no_pdl:
+        dependent_launch.allow(False)
     model = args.model or write_test_model(tempfile.mkdtemp(), size="full")
     start = time.perf_counter()
     engine = Engine(EngineConfig(model=str(model), kernels=args.kernels, cuda_graphs=args.cuda_graphs,
-                                 max_num_batched_tokens=args.max_num_batched_tokens))  # fmt: skip
+                                 max_num_batched_tokens=args.max_num_batched_tokens[0]))  # fmt: skip
     summary = {"device": engine.info.device, "dtype": engine.info.dtype, "kernels": args.kernels,
-               "cuda_graphs": args.cuda_graphs, "max_num_batched_tokens": args.max_num_batched_tokens,
+               "cuda_graphs": args.cuda_graphs, "pdl": not args.no_pdl, "max_num_batched_tokens": args.max_num_batched_tokens,
                "startup_s": round(time.perf_counter() - start, 1), "switch_interval_ms": sys.getswitchinterval() * 1e3}  # fmt: skip
     asyncio.run(one_request(engine, request("W1", 10_000)))  # warm-up
     asyncio.run(one_request(engine, request("W2", 10_001)))
@@ -192,11 +233,15 @@ def main() -> None:
     for w_index, workload in enumerate(args.workload):
         levels = [1] if workload == "W1-repeat" else args.concurrency
         for c_index, concurrency in enumerate(levels):
-            timer.reset()
-            result = asyncio.run(level(engine, workload, concurrency, 100_000 * (w_index + 1) + 1000 * c_index))
-            result["engine_loop"] = timer.report()
-            print(json.dumps(result), flush=True)
-            summary["levels"].append(result)
+            for b_index, budget in enumerate(args.max_num_batched_tokens):
+                engine.scheduler.max_num_batched_tokens = budget  # between levels the engine is idle
+                timer.reset()
+                seed0 = 100_000 * (w_index + 1) + 10_000 * c_index + 1000 * b_index
+                result = asyncio.run(level(engine, workload, concurrency, seed0))
+                result["max_num_batched_tokens"] = budget
+                result["engine_loop"] = timer.report()
+                print(json.dumps(result), flush=True)
+                summary["levels"].append(result)
     summary["engine"] = engine.snapshot()
     print(json.dumps(summary, indent=2))
     if args.json:

@@ -2,12 +2,14 @@
 cuBLASLt preferred) against the split-K kernel's launch plans (GPU only).
 
     python benchmarks/skinny_gemm.py [--rows 1 32 64 112] [--top 4] [--no-plans] [--prefill]
+                                     [--layer-rows 1280 2048 8192]
 
 Every time is a CUDA-graph replay (decode steps run as graphs), on GLM-4.6V-Flash's shapes in
 bf16. Prints microseconds and the weights' read bandwidth per plan, best first, and each plan's
 error against cuBLAS relative to the output's largest magnitude. --no-plans times the two cuBLAS
 back ends alone; --prefill also compares them on prompt-sized products of the text decoder and
-the vision tower (in TFLOP/s).
+the vision tower (in TFLOP/s). --layer-rows times one text layer's four products as the engine
+computes them (`kernels.linear`) at prompt-sized row counts: what a step's chunk size costs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 import triton
 from triton.testing import do_bench_cudagraph
 
+from flashsight.engine.kernels.linear import linear
 from flashsight.engine.kernels.skinny_matmul import SkinnyPlan, skinny_linear
 
 SHAPES = {  # name: (output columns, inner dimension, bias)
@@ -43,13 +46,16 @@ def timed(fn) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, nargs="+", default=[1, 32, 64, 112])
+    parser.add_argument("--rows", type=int, nargs="*", default=[1, 32, 64, 112])
     parser.add_argument("--top", type=int, default=4)
     parser.add_argument("--no-plans", action="store_true")
     parser.add_argument("--prefill", action="store_true")
+    parser.add_argument("--layer-rows", type=int, nargs="*", default=[])
     args = parser.parse_args()
     if args.prefill:
         prefill()
+    if args.layer_rows:
+        layer_products(args.layer_rows)
     torch.manual_seed(0)
     totals: dict[tuple[int, str], float] = {}
     for name, (n, k, has_bias) in SHAPES.items():
@@ -102,6 +108,19 @@ def prefill() -> None:
             line.append(f"{library} {us:8.1f} us ({2 * rows * n * k / us / 1e6:.0f} TFLOP/s)")
         torch.backends.cuda.preferred_blas_library("default")
         print(f"{name:28s} [{rows} x {k}] x [{k} x {n}]: " + ", ".join(line))
+
+
+def layer_products(row_counts: list[int]) -> None:
+    weights = {name: torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02 for name, (n, k, _) in SHAPES.items()}
+    for rows in row_counts:
+        times = {}
+        for name, weight in weights.items():
+            x = torch.randn(rows, weight.shape[1], device="cuda", dtype=torch.bfloat16)
+            times[name] = timed(lambda: linear(x, weight))
+        flops = {name: 2 * rows * weight.numel() for name, weight in weights.items()}
+        total = sum(times.values())
+        parts = ", ".join(f"{name} {us:.0f} us ({flops[name] / us / 1e6:.0f})" for name, us in times.items())
+        print(f"{rows} rows, one layer's products: {total:.0f} us, {sum(flops.values()) / total / 1e6:.0f} TFLOP/s; {parts}")
 
 
 if __name__ == "__main__":
