@@ -102,11 +102,12 @@ def _add_and_norm(x, y, w1, eps, w2, summed: bool = False):
     h_out = torch.empty_like(rows_x) if w2 is not None else x_out
     n = rows_x.shape[1]
     any_weight = w1 if w1 is not None else w2
+    pdl = pdl_enabled(x)
     _add_rms_norm_kernel[(rows_x.shape[0],)](
         rows_x, rows_y, any_weight, w2 if w2 is not None else any_weight, x_out, h_out,
         rows_x.stride(0), rows_y.stride(-2), x_out.stride(0), n, eps, rows_y.stride(0) if splits else 0,
         NORM_Y=w1 is not None, SECOND=w2 is not None, SPLITS=splits, BLOCK=triton.next_power_of_2(n),
-        PDL=pdl_enabled(x), launch_pdl=pdl_enabled(x),
+        PDL=pdl, launch_pdl=pdl,
     )  # fmt: skip
     if w2 is None:
         return x_out.view(x.shape)

@@ -102,6 +102,7 @@ def paged_decode_attention(
     splits = splits or splits_for(batch * kv_heads, q.device)
     tile = tile or tile_for(batch * kv_heads * splits, splits, q.device)
     part_acc = part_stats = out  # unused when the context is not split
+    pdl = pdl_enabled(q)
     if splits > 1:
         part_acc = torch.empty((batch, heads, splits, head_dim), dtype=torch.float32, device=q.device)
         part_stats = torch.empty((batch, heads, splits, 2), dtype=torch.float32, device=q.device)
@@ -110,12 +111,11 @@ def paged_decode_attention(
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
         block_tables.stride(0), out.stride(0), out.stride(1), head_dim**-0.5, group, heads,
         GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, PAGE=page_size, TILE=tile,
-        SPLITS=splits, num_warps=warps, PDL=pdl_enabled(q), launch_pdl=pdl_enabled(q),
+        SPLITS=splits, num_warps=warps, PDL=pdl, launch_pdl=pdl,
     )  # fmt: skip
     if splits > 1:
         _merge_splits_kernel[(batch, heads)](part_acc, part_stats, out, out.stride(0), out.stride(1), heads,
-                                             HEAD_DIM=head_dim, SPLITS=splits, PDL=pdl_enabled(q),
-                                             launch_pdl=pdl_enabled(q))  # fmt: skip
+                                             HEAD_DIM=head_dim, SPLITS=splits, PDL=pdl, launch_pdl=pdl)  # fmt: skip
     return out
 
 

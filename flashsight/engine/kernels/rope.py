@@ -84,10 +84,11 @@ def apply_rope_and_store_(q, k, v, cos, sin, keys: torch.Tensor, values: torch.T
         return
     cos, sin, slots = cos.contiguous(), sin.contiguous(), slots.contiguous()
     k_heads, rotary = k.shape[1], cos.shape[-1]
+    pdl = pdl_enabled(q)
     _rope_store_kernel[(tokens, 3)](
         q, k, v, cos, sin, keys, values, slots, q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0),
         v.stride(1), cos.stride(0), keys.stride(0), keys.stride(1), q_heads, k_heads, dim,
         HEADS=triton.next_power_of_2(q_heads), K_HEADS=triton.next_power_of_2(k_heads), ROTARY=rotary,
         REST=triton.next_power_of_2(dim - rotary) if dim > rotary else 0, DIM=triton.next_power_of_2(dim),
-        PDL=pdl_enabled(q), launch_pdl=pdl_enabled(q),
+        PDL=pdl, launch_pdl=pdl,
     )  # fmt: skip

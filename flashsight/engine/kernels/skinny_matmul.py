@@ -132,9 +132,10 @@ def skinny_linear(
     partial = skinny_partials(x, weight, plan)
     total, block = out.numel(), 1024
     bias_arg = bias if bias is not None else weight  # never read without HAS_BIAS
+    pdl = pdl_enabled(x)
     _sum_splits_kernel[(triton.cdiv(total, block),)](
         partial, bias_arg, out, out.shape[1], total, partial.stride(0),
-        SPLITS=partial.shape[0], HAS_BIAS=bias is not None, BLOCK=block, PDL=pdl_enabled(x), launch_pdl=pdl_enabled(x),
+        SPLITS=partial.shape[0], HAS_BIAS=bias is not None, BLOCK=block, PDL=pdl, launch_pdl=pdl,
     )  # fmt: skip
     return out
 
@@ -175,10 +176,11 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pl
     splits = _slices(k, plan)
     per_split = triton.cdiv(k_blocks, splits)
     partial = target.dim() == 3
+    pdl = pdl_enabled(x)
     _skinny_kernel[(triton.cdiv(n, block_n // 2 if gated else block_n), splits)](
         x, weight, bias if bias is not None else weight, target, rows, n, k, per_split,
         x.stride(0), weight.stride(0), target.stride(0) if partial else 0, target.stride(-2),
         HAS_BIAS=bias is not None, PARTIAL=partial, EVEN_K=k % block_k == 0 and k_blocks % per_split == 0,
         GATED=gated, BLOCK_T=block_rows(rows), BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
-        PDL=pdl_enabled(x), launch_pdl=pdl_enabled(x),
+        PDL=pdl, launch_pdl=pdl,
     )  # fmt: skip
