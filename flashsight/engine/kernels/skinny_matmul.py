@@ -19,6 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
+from flashsight.engine.kernels.activation import silu_mul
 from flashsight.engine.kernels.dependent_launch import enabled as pdl_enabled, wait_for_previous
 
 
@@ -72,13 +73,10 @@ def _skinny_kernel(
     if GATED:
         dtype = out_ptr.dtype.element_ty
         gate, up = tl.split(tl.reshape(out, (BLOCK_T, BLOCK_N // 2, 2)))
-        # Rounded where the unfused path rounds: the product's output, silu, the gated value.
-        g = gate.to(dtype).to(tl.float32)
-        silu = (g / (1.0 + tl.exp(-g))).to(dtype)
         cols = tl.program_id(0) * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
         mask = tok_ok[:, None] & (cols < n)[None, :]
-        gated = (silu.to(tl.float32) * up.to(dtype).to(tl.float32)).to(dtype)
-        tl.store(out_ptr + toks[:, None] * stride_out + cols[None, :], gated, mask=mask)
+        # The product's outputs rounded first, as the unfused path writes them.
+        tl.store(out_ptr + toks[:, None] * stride_out + cols[None, :], silu_mul(gate.to(dtype), up.to(dtype)), mask=mask)
     elif PARTIAL:
         mask = tok_ok[:, None] & col_ok[None, :]
         tl.store(out_ptr + split * stride_split + toks[:, None] * stride_out + cols[None, :], out, mask=mask)
@@ -144,7 +142,7 @@ def skinny_silu_and_mul(x: torch.Tensor, gate_up: torch.Tensor, plan: SkinnyPlan
     """silu(x @ gate.T) * (x @ up.T) for gate_up = [gate; up] ([2n, k]) -> [rows, n], in one
     launch of one slice (silu needs whole sums). A program's 64 weight rows are 32 of each, so it
     streams as many bytes as a plain 64-row tile (GATED in the kernel)."""
-    plan = plan or SkinnyPlan(64, 128, 1, 4, 4)
+    plan = plan or plan_for(*gate_up.shape)
     n = gate_up.shape[0] // 2
     out = torch.empty((x.shape[0], n), dtype=x.dtype, device=x.device)
     _launch(x, gate_up, None, plan._replace(splits=1), out, gated=True)
