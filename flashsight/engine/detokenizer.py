@@ -7,12 +7,19 @@ few characters are held back when they could be the start of a stop string.
 
 from __future__ import annotations
 
+from tokenizers import Tokenizer
+
 
 class IncrementalDecoder:
     """Decodes a growing id list, returning only complete new characters."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
+        # A fast tokenizer's own decoder, called directly, gives the same text without the
+        # wrapper's ~4 us of Python per call: at a hundred streams that is ~1 ms of the engine
+        # thread per decode step, twice (two decodes per token).
+        backend = getattr(tokenizer, "_tokenizer", None)
+        self._backend = backend if isinstance(backend, Tokenizer) else None
         self.ids: list[int] = []
         self.prefix = 0  # decoding restarts here: a few tokens of context for spacing rules
         self.read = 0  # ids before this are already in returned text
@@ -33,6 +40,8 @@ class IncrementalDecoder:
         return full[len(done) :]
 
     def _decode(self, ids: list[int]) -> str:
+        if self._backend is not None:
+            return self._backend.decode(ids, skip_special_tokens=False)
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
