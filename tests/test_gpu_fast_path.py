@@ -153,3 +153,28 @@ def test_the_pipelined_engine_serves_the_fast_paths_greedy_tokens(engine):
         return [t async for event in engine.generate(chat) for t in event.token_ids]
 
     assert asyncio.run(served()) == stepped
+
+
+def test_pictures_uploaded_from_pinned_memory_process_as_the_processor_does(engine):
+    """RGB pictures reach the GPU through pinned memory before the processor resizes them there:
+    its patches are bit for bit those it makes from the same pictures handed over as PIL images
+    (RGBA and the like still take the processor's own conversion)."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(3)
+    builder = engine.prompts
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Compare."}]}]
+    text = builder.render(messages, {})
+    for width, height in ((1024, 1024), (640, 480), (333, 517)):
+        pixels = (torch.rand(height, width, 3, generator=generator) * 255).to(torch.uint8).numpy()
+        picture = Image.fromarray(pixels)
+        with torch.cuda.stream(builder._image_stream):
+            uploaded = builder.processor(text=[text], images=[builder._upload(picture)], return_tensors="pt",
+                                         device=str(builder.image_device), input_data_format="channels_first")  # fmt: skip
+            own = builder.processor(text=[text], images=[picture], return_tensors="pt", device=str(builder.image_device))
+        builder._image_stream.synchronize()
+        assert torch.equal(uploaded["image_grid_thw"], own["image_grid_thw"])
+        assert torch.equal(uploaded["pixel_values"], own["pixel_values"]), (width, height)
+    rgba = Image.fromarray(pixels).convert("RGBA")
+    prompt = builder.build([{"role": "user", "content": [{"type": "image", "image": rgba}]}], {})
+    assert prompt.pixel_values is not None and prompt.pixel_values.is_cuda

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import numpy as np
 import torch
 
 from flashsight.engine.errors import InvalidRequestError
@@ -61,8 +62,12 @@ class PromptBuilder:
         on_device = images and self._image_stream is not None
         try:
             with self._encode_lock, torch.cuda.stream(self._image_stream if on_device else None):
-                device = {"device": str(self.image_device)} if on_device else {}
-                encoded = self.processor(text=[text], images=images or None, return_tensors="pt", **device)
+                options = {"device": str(self.image_device)} if on_device else {}
+                inputs = images
+                if on_device and all(getattr(image, "mode", None) == "RGB" for image in images):
+                    inputs = [self._upload(image) for image in images]
+                    options["input_data_format"] = "channels_first"
+                encoded = self.processor(text=[text], images=inputs or None, return_tensors="pt", **options)
                 pixels = encoded.get("pixel_values")
                 if pixels is not None and self.image_dtype is not None:
                     pixels = pixels.to(self.image_dtype)  # the vision tower's first cast, done early: half the memory
@@ -77,6 +82,14 @@ class PromptBuilder:
             ids, positions, next_position(positions), pixels, grids,
             image_spans(ids, self.image_token_id), [image_hash(image) for image in images],
         )  # fmt: skip
+
+    def _upload(self, image) -> torch.Tensor:
+        """An RGB picture as the uint8 [3, H, W] tensor the processor would make of it, copied to
+        the GPU from pinned memory. Left to the processor, the copy is from pageable memory: the
+        driver stages it synchronously, and while it does, the engine thread's kernel launches
+        stall (seen as the GPU idling 1-4 ms before each image's copy under load)."""
+        pixels = torch.from_numpy(np.array(image)).pin_memory()
+        return pixels.to(self.image_device, non_blocking=True).permute(2, 0, 1)
 
     def render(
         self, messages: list[dict[str, Any]], template_kwargs: dict[str, Any], tools: list[dict[str, Any]] | None = None
