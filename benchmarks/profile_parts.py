@@ -3,7 +3,7 @@ request timed alone (vision tower, text prefill, attention kernels against SDPA'
 a kernel table of a loaded run (--workload at --concurrency) with the vision tower and the text
 model marked as ranges.
 
-    python benchmarks/profile_parts.py [--workload W1] [--concurrency 24] [--load-only] [--out DIR]
+    python benchmarks/profile_parts.py [--workload W1] [--concurrency 24] [--load-only] [--no-ranges] [--out DIR]
 
 Prints achieved TFLOP/s beside each time, against the ~790 TFLOP/s bf16 ceiling measured on the
 device (KINDS.md), so the gap to the limit is visible part by part.
@@ -200,14 +200,15 @@ def gaps_by_range(events, labels: list[str], top: int = 30) -> str:
         if start - busy_until > 5:
             gaps.append((busy_until, start, name))
         busy_until = max(busy_until, end)
-
     starts = [r[0] for r in ranges]
     totals: dict[str, list] = {}
     for g0, g1, after in gaps:
         mid = (g0 + g1) / 2
         inner = "(no marked range)"
         # ranges nest, so the innermost one holding `mid` is the latest-starting one that does
-        for index in range(bisect.bisect_right(starts, mid) - 1, max(-1, bisect.bisect_right(starts, mid) - 400), -1):
+        # (a step holds fewer than ~100 ranges: looking 400 back reaches the step's outermost)
+        latest = bisect.bisect_right(starts, mid) - 1
+        for index in range(latest, max(-1, latest - 400), -1):
             r0, r1, label = ranges[index]
             if r1 >= mid:
                 inner = label
@@ -226,6 +227,8 @@ def main() -> None:
     parser.add_argument("--workload", default="W1", choices=["W1", "W2"])
     parser.add_argument("--concurrency", type=int, default=24)
     parser.add_argument("--load-only", action="store_true", help="only the loaded run's kernel table")
+    parser.add_argument("--no-ranges", action="store_true",
+                        help="no marked ranges: the gaps without the all-threads profiler's overhead on the engine thread")
     parser.add_argument("--max-num-batched-tokens", type=int, default=EngineConfig.max_num_batched_tokens)
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
@@ -236,10 +239,11 @@ def main() -> None:
         parts = parts_of_one_request(engine)
         print(json.dumps(parts, indent=2), flush=True)
         profile_repeats(engine, args.out)
-    labels = mark_ranges(engine)
+    labels = [] if args.no_ranges else mark_ranges(engine)
     counters = ("num_alloc_retries", "num_device_alloc", "num_device_free", "num_sync_all_streams")
     before = torch.cuda.memory_stats()
-    with tp.profile(activities=[tp.ProfilerActivity.CPU, tp.ProfilerActivity.CUDA], **all_threads()) as prof:
+    threads = {} if args.no_ranges else all_threads()
+    with tp.profile(activities=[tp.ProfilerActivity.CPU, tp.ProfilerActivity.CUDA], **threads) as prof:
         result = asyncio.run(level(engine, args.workload, args.concurrency, 50_000))
     after = torch.cuda.memory_stats()
     result["allocator"] = {name: after.get(name, 0) - before.get(name, 0) for name in counters}
@@ -250,7 +254,8 @@ def main() -> None:
     print(f"kernel time in all: {kernels_us / 1e6:.2f} s", flush=True)
     events = prof.events()
     print(gpu_gaps(events), flush=True)
-    print(gaps_by_range(events, labels), flush=True)
+    if labels:
+        print(gaps_by_range(events, labels), flush=True)
     table = averages.table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=70)
     with open(os.path.join(args.out, f"profile_load_{args.workload}.txt"), "w") as file:
         file.write(table)
