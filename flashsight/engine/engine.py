@@ -312,9 +312,10 @@ class Engine:
             if seq.pending == (step.number, row):
                 seq.pending = None
         for seq, computed, preemptions in step.computed:
-            if id(seq) in self._jobs and seq.preemptions == preemptions:
-                full_blocks = computed // self.blocks.block_size
-                self.blocks.commit(seq.block_table, seq.block_keys(self.blocks.block_size)[:full_blocks])
+            full_blocks = computed // self.blocks.block_size
+            if id(seq) in self._jobs and seq.preemptions == preemptions and full_blocks > seq.committed_blocks:
+                keys = seq.block_keys(self.blocks.block_size)[:full_blocks]
+                seq.committed_blocks = self.blocks.commit(seq.block_table, keys, seq.committed_blocks)
         outbox: dict[asyncio.AbstractEventLoop, list[tuple[_Job, GenerationEvent]]] = {}
         for (seq, index), token in zip(step.sampled, tokens):
             job = self._jobs.get(id(seq))

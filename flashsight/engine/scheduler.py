@@ -94,6 +94,7 @@ class Scheduler:
     def _preempt(self, seq: Sequence) -> None:
         self.blocks.release(seq.block_table)
         seq.num_computed = 0
+        seq.committed_blocks = 0
         seq.status = SeqStatus.WAITING
         seq.preemptions += 1
         self.preemptions += 1

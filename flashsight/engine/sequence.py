@@ -37,6 +37,7 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)
     status: SeqStatus = SeqStatus.WAITING
     preemptions: int = 0
+    committed_blocks: int = 0  # leading blocks settled in the prefix cache (BlockManager.commit)
     submitted_at: float = field(default_factory=time.monotonic)
     queued_s: float | None = None  # set by the engine when the sequence is first scheduled
     # Tokens sampled by steps still on the GPU sit in token_ids as placeholders until they are
