@@ -3,6 +3,7 @@ next-token logits of the sequences that reached their end out."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from flashsight.engine.decode_runner import DecodeRunner
@@ -37,32 +38,25 @@ class ModelRunner:
         if self.decoder is not None and self.decoder.accepts(batch):
             logits = self.decoder.execute(batch, previous)
             return ends, logits if len(ends) == len(batch) else logits[to_device(ends, long, device)]
-        ids, positions, chunks, new_slots, last_rows = [], [], [], [], []
-        decode_rows, decode_seqs = [], []
-        offset = 0
+        rows = _StepRows(self.cache.block_size)
         for seq, count in batch:
-            start = seq.num_computed
-            ids += seq.token_ids[start : start + count]
-            positions.append(seq.positions(start, count))
-            new_slots.append(self._slots(seq.block_table, start, start + count))
             if count == 1:
-                decode_rows.append(offset)
-                decode_seqs.append(seq)
+                rows.add_token(seq)
             else:
-                context = to_device(self._slots(seq.block_table, 0, start + count), long, device)
-                chunks.append(SeqSlice(offset, count, context))
-            offset += count
-            last_rows.append(offset - 1)
-        token_ids = to_device(ids, long, device)
+                context = _slots(seq.block_table, 0, seq.num_computed + count, self.cache.block_size)
+                rows.add_chunk(seq, count, to_device(context, long, device))
+        positions, new_slots = rows.tensors()
+        token_ids = to_device(rows.ids, long, device)
         self._take_pending(token_ids, batch, previous)
         x = self.model.embed(token_ids, [])
         self._insert_images(x, batch)
-        attention = BatchAttention(self.cache, to_device(torch.cat(new_slots), long, device), chunks,
-                                   self._decode_rows(decode_rows, decode_seqs), self.model.model.language_model.ops)  # fmt: skip
-        hidden = self.model(x, to_device(torch.cat(positions, dim=1), long, device), attention.attend)
+        decode = self._decode_rows(rows.decode_rows, rows.decode_seqs)
+        ops = self.model.model.language_model.ops
+        attention = BatchAttention(self.cache, to_device(new_slots, long, device), rows.chunks, decode, ops)
+        hidden = self.model(x, to_device(positions, long, device), attention.attend)
         if not ends:
             return [], hidden.new_empty((0,))
-        return ends, self.model.logits(hidden[to_device([last_rows[i] for i in ends], long, device)])
+        return ends, self.model.logits(hidden[to_device([rows.last_rows[i] for i in ends], long, device)])
 
     def _take_pending(self, token_ids: torch.Tensor, batch: list[Chunk], previous: torch.Tensor | None) -> None:
         """Fill the rows whose token is still a placeholder from the previous step's tokens."""
@@ -94,20 +88,16 @@ class ModelRunner:
         width = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
         self.model.encode_images(torch.zeros(side * side, width, device=self.device), [(1, side, side)])
 
-    def _slots(self, block_table: list[int], start: int, end: int) -> torch.Tensor:
-        """[end - start] int64 on the CPU: the cache slots of tokens start..end."""
-        page = self.cache.block_size
-        index = torch.arange(start, end)
-        return torch.tensor(block_table)[index // page] * page + index % page
-
     def _decode_rows(self, rows: list[int], seqs: list[Sequence]) -> DecodeRows | None:
         if not rows:
             return None
         widest = table_width(max(len(seq.block_table) for seq in seqs))
-        tables = [seq.block_table + [0] * (widest - len(seq.block_table)) for seq in seqs]
+        tables = np.zeros((len(seqs), widest), dtype=np.int32)  # numpy: see DecodeRunner._fill
+        for row, seq in enumerate(seqs):
+            tables[row, : len(seq.block_table)] = seq.block_table
         lens = [seq.num_computed + 1 for seq in seqs]
         device = self.device
-        return DecodeRows(to_device(rows, torch.long, device), to_device(tables, torch.int32, device),
+        return DecodeRows(to_device(rows, torch.long, device), to_device(torch.from_numpy(tables), torch.int32, device),
                           to_device(lens, torch.int32, device))  # fmt: skip
 
     def _insert_images(self, x: torch.Tensor, batch: list[Chunk]) -> None:
@@ -151,3 +141,58 @@ class ModelRunner:
                 self.images.put(digest, embeds)
                 found[digest] = embeds
         return found
+
+
+class _StepRows:
+    """A mixed step's flattened rows, in batch order: token ids, M-RoPE positions and new cache
+    slots, the chunks of more than one token, and the single-token rows (decodes riding along).
+    A hundred single-token rows cost ~60 us each as small CPU tensors (~6 ms before the step
+    queued any GPU work); as plain lists they are gathered into one tensor per run of them."""
+
+    def __init__(self, page: int):
+        self.page = page
+        self.ids: list[int] = []
+        self.chunks: list[SeqSlice] = []
+        self.decode_rows: list[int] = []
+        self.decode_seqs: list[Sequence] = []
+        self.last_rows: list[int] = []
+        self._position_parts: list[torch.Tensor] = []
+        self._slot_parts: list[torch.Tensor] = []
+        self._token_positions: list[list[int]] = [[], [], []]  # the current run of single tokens
+        self._token_slots: list[int] = []
+
+    def add_token(self, seq: Sequence) -> None:
+        index = seq.num_computed
+        self.decode_rows.append(len(self.ids))
+        self.decode_seqs.append(seq)
+        self.ids.append(seq.token_ids[index])
+        for axis, value in enumerate(seq.position_of(index)):
+            self._token_positions[axis].append(value)
+        self._token_slots.append(seq.block_table[index // self.page] * self.page + index % self.page)
+        self.last_rows.append(len(self.ids) - 1)
+
+    def add_chunk(self, seq: Sequence, count: int, context_slots: torch.Tensor) -> None:
+        self._end_token_run()
+        start = seq.num_computed
+        self.chunks.append(SeqSlice(len(self.ids), count, context_slots))
+        self.ids += seq.token_ids[start : start + count]
+        self._position_parts.append(seq.positions(start, count))
+        self._slot_parts.append(_slots(seq.block_table, start, start + count, self.page))
+        self.last_rows.append(len(self.ids) - 1)
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions [3, T] and new slots [T], int64 on the CPU."""
+        self._end_token_run()
+        return torch.cat(self._position_parts, dim=1), torch.cat(self._slot_parts)
+
+    def _end_token_run(self) -> None:
+        if self._token_slots:
+            self._position_parts.append(torch.tensor(self._token_positions, dtype=torch.long))
+            self._slot_parts.append(torch.tensor(self._token_slots, dtype=torch.long))
+            self._token_positions, self._token_slots = [[], [], []], []
+
+
+def _slots(block_table: list[int], start: int, end: int, page: int) -> torch.Tensor:
+    """[end - start] int64 on the CPU: the cache slots of tokens start..end."""
+    index = torch.arange(start, end)
+    return torch.tensor(block_table)[index // page] * page + index % page
