@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from flashsight.engine.host_copy import to_device
-from flashsight.engine.paged_attention import PagedKVCache
+from flashsight.engine.paged_attention import PagedKVCache, padded_tables, slot_of
 from flashsight.engine.sequence import Sequence
 
 log = logging.getLogger("flashsight.engine")
@@ -142,26 +142,24 @@ class DecodeRunner:
         nothing. A token still on the GPU (a placeholder) is taken from `previous` there.
 
         At a hundred sequences this runs once per ~8 ms decode step on the engine thread, ahead
-        of the step's launch, so it is built in numpy: the block tables alone are ~10k entries,
-        which as Python lists cost more than a millisecond of the GPU waiting."""
+        of the step's launch: the block tables (~10k entries) go through numpy."""
         page = self.cache.block_size
         widest = max(len(seq.block_table) for seq, _ in batch)
         late_rows, late_sources = [], []
         small = [[] for _ in range(6)]  # token ids, 3 position rows, slots, context lengths
-        tables = np.zeros((padded, widest), dtype=np.int64)
+        row_tables = []
         for seq, count in batch:
-            table = seq.block_table
             for index in range(seq.num_computed, seq.num_computed + count):
-                row = len(small[0])
                 if seq.unresolved and index == len(seq.token_ids) - 1:
-                    late_rows.append(row)
+                    late_rows.append(len(row_tables))
                     late_sources.append(seq.pending[1])
                 small[0].append(seq.token_ids[index])
                 for axis, value in enumerate(seq.position_of(index), start=1):
                     small[axis].append(value)
-                small[4].append(table[index // page] * page + index % page)
+                small[4].append(slot_of(seq.block_table, index, page))
                 small[5].append(index + 1)
-                tables[row, : len(table)] = table
+                row_tables.append(seq.block_table)
+        tables = padded_tables(row_tables, padded, widest)
         pad = padded - len(small[0])
         for values, filler in zip(small, (0, 0, 0, 0, self.cache.scratch_slot, 0)):
             values += [filler] * pad

@@ -11,7 +11,9 @@ from flashsight.engine.host_copy import to_device
 from flashsight.engine.image_cache import ImageCache
 from flashsight.engine.kernels.varlen_spans import VarlenSpans
 from flashsight.engine.loader import LoadedCheckpoint
-from flashsight.engine.paged_attention import BatchAttention, DecodeRows, PagedKVCache, SeqSlice, table_width
+from flashsight.engine.paged_attention import (
+    BatchAttention, DecodeRows, PagedKVCache, SeqSlice, padded_tables, slot_of, table_width,
+)
 from flashsight.engine.sequence import Sequence
 
 Chunk = tuple[Sequence, int]  # a sequence and how many of its uncomputed tokens to compute now
@@ -92,9 +94,7 @@ class ModelRunner:
         if not rows:
             return None
         widest = table_width(max(len(seq.block_table) for seq in seqs))
-        tables = np.zeros((len(seqs), widest), dtype=np.int32)  # numpy: see DecodeRunner._fill
-        for row, seq in enumerate(seqs):
-            tables[row, : len(seq.block_table)] = seq.block_table
+        tables = padded_tables([seq.block_table for seq in seqs], len(seqs), widest, np.int32)
         lens = [seq.num_computed + 1 for seq in seqs]
         device = self.device
         return DecodeRows(to_device(rows, torch.long, device), to_device(torch.from_numpy(tables), torch.int32, device),
@@ -168,7 +168,7 @@ class _StepRows:
         self.ids.append(seq.token_ids[index])
         for axis, value in enumerate(seq.position_of(index)):
             self._token_positions[axis].append(value)
-        self._token_slots.append(seq.block_table[index // self.page] * self.page + index % self.page)
+        self._token_slots.append(slot_of(seq.block_table, index, self.page))
         self.last_rows.append(len(self.ids) - 1)
 
     def add_chunk(self, seq: Sequence, count: int, context_slots: torch.Tensor) -> None:
