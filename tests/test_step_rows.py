@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from flashsight.engine.model_runner import _StepRows, _slots
+from flashsight.engine.model_runner import _StepRows
+from flashsight.engine.paged_attention import slots_of
 from flashsight.engine.prompt import PreparedPrompt
 from flashsight.engine.sampling import TokenSampler
 from flashsight.engine.sequence import Sequence
@@ -46,7 +47,7 @@ def test_rows_match_each_sequence_computed_alone():
     expected_ids = sum((seq.token_ids[seq.num_computed : seq.num_computed + c] for seq, c in batch), [])
     assert rows.ids == expected_ids
     assert torch.equal(positions, torch.cat([seq.positions(seq.num_computed, c) for seq, c in batch], dim=1))
-    assert torch.equal(slots, torch.cat([_slots(seq.block_table, seq.num_computed, seq.num_computed + c, PAGE)
+    assert torch.equal(slots, torch.cat([slots_of(seq.block_table, seq.num_computed, seq.num_computed + c, PAGE)
                                          for seq, c in batch]))  # fmt: skip
     assert rows.decode_rows == [0, 14, 15, 24] and [chunk.q_start for chunk in rows.chunks] == [1, 16]
     assert rows.last_rows == [0, 13, 14, 15, 23, 24]

@@ -12,7 +12,7 @@ from flashsight.engine.image_cache import ImageCache
 from flashsight.engine.kernels.varlen_spans import VarlenSpans
 from flashsight.engine.loader import LoadedCheckpoint
 from flashsight.engine.paged_attention import (
-    BatchAttention, DecodeRows, PagedKVCache, SeqSlice, padded_tables, slot_of, table_width,
+    BatchAttention, DecodeRows, PagedKVCache, SeqSlice, padded_tables, slot_of, slots_of, table_width,
 )
 from flashsight.engine.sequence import Sequence
 
@@ -45,7 +45,7 @@ class ModelRunner:
             if count == 1:
                 rows.add_token(seq)
             else:
-                context = _slots(seq.block_table, 0, seq.num_computed + count, self.cache.block_size)
+                context = slots_of(seq.block_table, 0, seq.num_computed + count, self.cache.block_size)
                 rows.add_chunk(seq, count, to_device(context, long, device))
         positions, new_slots = rows.tensors()
         token_ids = to_device(rows.ids, long, device)
@@ -177,7 +177,7 @@ class _StepRows:
         self.chunks.append(SeqSlice(len(self.ids), count, context_slots))
         self.ids += seq.token_ids[start : start + count]
         self._position_parts.append(seq.positions(start, count))
-        self._slot_parts.append(_slots(seq.block_table, start, start + count, self.page))
+        self._slot_parts.append(slots_of(seq.block_table, start, start + count, self.page))
         self.last_rows.append(len(self.ids) - 1)
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,9 +190,3 @@ class _StepRows:
             self._position_parts.append(torch.tensor(self._token_positions, dtype=torch.long))
             self._slot_parts.append(torch.tensor(self._token_slots, dtype=torch.long))
             self._token_positions, self._token_slots = [[], [], []], []
-
-
-def _slots(block_table: list[int], start: int, end: int, page: int) -> torch.Tensor:
-    """[end - start] int64 on the CPU: the cache slots of tokens start..end."""
-    index = torch.arange(start, end)
-    return torch.tensor(block_table)[index // page] * page + index % page

@@ -54,6 +54,12 @@ def slot_of(block_table: list[int], index: int, page: int) -> int:
     return block_table[index // page] * page + index % page
 
 
+def slots_of(block_table: list[int], start: int, end: int, page: int) -> torch.Tensor:
+    """The cache slots of a sequence's tokens start..end: [end - start] int64 on the CPU."""
+    index = torch.arange(start, end)
+    return torch.tensor(block_table)[index // page] * page + index % page
+
+
 @dataclass
 class SeqSlice:
     q_start: int  # the sequence's first row in the step's flattened tokens
