@@ -59,13 +59,14 @@ class PromptBuilder:
     ) -> PreparedPrompt:
         template_messages, images = split_images(messages)
         text = self.render(template_messages, template_kwargs, tools)
+        raws = [image.tobytes() for image in images]  # read once: hashed, and uploaded if RGB
         on_device = images and self._image_stream is not None
         try:
             with self._encode_lock, torch.cuda.stream(self._image_stream if on_device else None):
                 options = {"device": str(self.image_device)} if on_device else {}
                 inputs = images
                 if on_device and all(getattr(image, "mode", None) == "RGB" for image in images):
-                    inputs = [self._upload(image) for image in images]
+                    inputs = [self._upload(image, raw) for image, raw in zip(images, raws)]
                     options["input_data_format"] = "channels_first"
                 encoded = self.processor(text=[text], images=inputs or None, return_tensors="pt", **options)
                 pixels = encoded.get("pixel_values")
@@ -80,16 +81,19 @@ class PromptBuilder:
         positions = prompt_positions(ids, self.image_token_id, grids, self.merge_size)
         return PreparedPrompt(
             ids, positions, next_position(positions), pixels, grids,
-            image_spans(ids, self.image_token_id), [image_hash(image) for image in images],
+            image_spans(ids, self.image_token_id), [image_hash(image, raw) for image, raw in zip(images, raws)],
         )  # fmt: skip
 
-    def _upload(self, image) -> torch.Tensor:
+    def _upload(self, image, raw: bytes | None = None) -> torch.Tensor:
         """An RGB picture as the uint8 [3, H, W] tensor the processor would make of it, copied to
         the GPU from pinned memory. Left to the processor, the copy is from pageable memory: the
         driver stages it synchronously, and while it does, the engine thread's kernel launches
-        stall (seen as the GPU idling 1-4 ms before each image's copy under load)."""
-        pixels = torch.from_numpy(np.array(image)).pin_memory()
-        return pixels.to(self.image_device, non_blocking=True).permute(2, 0, 1)
+        stall (seen as the GPU idling 1-4 ms before each image's copy under load). `raw` is the
+        picture's `tobytes()` when the caller has it already; it is copied once, into pinned memory."""
+        raw = image.tobytes() if raw is None else raw
+        pinned = torch.empty((image.height, image.width, 3), dtype=torch.uint8, pin_memory=True)
+        np.copyto(pinned.numpy(), np.frombuffer(raw, np.uint8).reshape(pinned.shape))
+        return pinned.to(self.image_device, non_blocking=True).permute(2, 0, 1)
 
     def render(
         self, messages: list[dict[str, Any]], template_kwargs: dict[str, Any], tools: list[dict[str, Any]] | None = None
@@ -114,10 +118,11 @@ def image_spans(token_ids: list[int], image_token_id: int) -> list[tuple[int, in
     return spans
 
 
-def image_hash(image) -> str:
-    """A content hash: the same picture re-sent (even re-encoded losslessly) hashes the same."""
+def image_hash(image, raw: bytes | None = None) -> str:
+    """A content hash: the same picture re-sent (even re-encoded losslessly) hashes the same.
+    `raw` is the picture's `tobytes()` when the caller has it already."""
     digest = hashlib.sha256(f"{image.mode}:{image.size}".encode())
-    digest.update(image.tobytes())
+    digest.update(image.tobytes() if raw is None else raw)
     return digest.hexdigest()
 
 
