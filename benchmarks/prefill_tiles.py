@@ -5,7 +5,9 @@
 Tiles: `candidates()`. Shapes: one 1394-token prompt, five of them in one launch, and a 694-token chunk after 700
 cached tokens; 32 query heads over 2 KV heads of 128 channels, bf16 (GLM-4.6V-Flash's text
 attention). Prints ms and TFLOP/s per (BLOCK_M, BLOCK_N, warps, stages), an older kernel's
-default for comparison, and cuDNN's attention through SDPA (KV heads expanded) as a yardstick.
+default for comparison, and SDPA's kernels on the whole-prompt shapes: the engine's own route
+(`TritonOps.prompt_attention`: equal-length prompts batched, GQA without expanding the KV heads),
+and the same call held to cuDNN's kernel alone and to FlashAttention's alone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import importlib.util
 import itertools
 
 import torch
-import torch.nn.functional as F
 from triton.testing import do_bench
 
 from flashsight.engine.kernels.prefill_attention import TILES, varlen_attention, varlen_attention_reference
@@ -35,14 +36,17 @@ def case(q_lens: list[int], k_lens: list[int]):
     return spans, q, k, v, 4 * visible * DIM * HEADS
 
 
-def sdpa_cudnn(q, k, v, spans: VarlenSpans) -> None:
+def sdpa_route(q, k, v, spans: VarlenSpans, backend: str | None = None) -> torch.Tensor:
+    """The engine's whole-prompt route with every prompt long enough for SDPA; `backend` holds
+    SDPA to one kernel ("CUDNN_ATTENTION", "FLASH_ATTENTION"), which raises where it cannot run."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
-        for qs, ql, ks, kl in zip(spans.q_starts, spans.q_lens, spans.k_starts, spans.k_lens):
-            qi = q[qs : qs + ql].transpose(0, 1)[None]
-            ki, vi = (t[ks : ks + kl].repeat_interleave(HEADS // KV_HEADS, dim=1).transpose(0, 1)[None] for t in (k, v))
-            F.scaled_dot_product_attention(qi, ki, vi, is_causal=ql == kl)
+    from flashsight.engine.kernels.ops import TritonOps
+
+    if backend is None:
+        return TritonOps.prompt_attention(q, k, v, spans, min_sdpa_len=0)
+    with sdpa_kernel([getattr(SDPBackend, backend)]):
+        return TritonOps.prompt_attention(q, k, v, spans, min_sdpa_len=0)
 
 
 def candidates() -> list[tuple[int, ...]]:
@@ -82,15 +86,19 @@ def main() -> None:
 
         if old is not None:
             timed("old kernel", lambda: old.varlen_attention(q, k, v, spans, True))
-        timed("cuDNN via SDPA", lambda: sdpa_cudnn(q, k, v, spans))
+        if q_lens == k_lens:  # whole prompts: the shapes the engine sends to SDPA
+            timed("SDPA, the engine's route", lambda: sdpa_route(q, k, v, spans))
+            for backend in ("CUDNN_ATTENTION", "FLASH_ATTENTION"):
+                timed(f"SDPA held to {backend}", lambda backend=backend: sdpa_route(q, k, v, spans, backend))
         for tiles in candidates():
             timed(f"tiles {tiles}", lambda tiles=tiles: varlen_attention(q, k, v, spans, True, tiles=tiles))
         print(f"{name}: {flops / 1e9:.0f} GFLOP")
         for ms, label, error in sorted(rows)[:12]:
             print(f"  {ms * 1e3:8.1f} us  {flops / ms / 1e9:6.0f} TFLOP/s  max err {error:.1e}  {label}")
         for ms, label, error in rows:
-            if label == "old kernel" or label == f"tiles {TILES}":
-                print(f"  {ms * 1e3:8.1f} us  {flops / ms / 1e9:6.0f} TFLOP/s  {label} (default)")
+            if label == "old kernel" or label == f"tiles {TILES}" or label.startswith("SDPA"):
+                print(f"  {ms * 1e3:8.1f} us  {flops / ms / 1e9:6.0f} TFLOP/s  max err {error:.1e}  {label}"
+                      + (" (default)" if label.startswith("tiles") else ""))  # fmt: skip
 
 
 if __name__ == "__main__":

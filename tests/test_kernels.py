@@ -25,10 +25,21 @@ def test_triton_kernels_match_the_reference_ops(tiny_model_dir):
 
 
 def test_images_of_one_size_side_by_side_share_one_attention_call():
-    from flashsight.engine.kernels.ops import same_length_runs
+    from flashsight.engine.kernels.varlen_spans import same_length_runs
 
     # two 100-row images, a 64-row one, then two more of 100 rows: three calls, not five
     starts, lens = [0, 100, 200, 264, 364], [100, 100, 64, 100, 100]
     assert same_length_runs(starts, lens) == [(0, 2, 100), (200, 1, 64), (264, 2, 100)]
     assert same_length_runs([0], [5476]) == [(0, 1, 5476)]
     assert same_length_runs([], []) == []
+
+
+def test_long_prompts_split_from_short_ones_once_per_step():
+    from flashsight.engine.kernels.varlen_spans import VarlenSpans
+
+    spans = VarlenSpans.square([1400, 1400, 30, 1400, 2000])
+    short, runs = spans.partition(1024)
+    assert (short.q_starts, short.q_lens, short.k_starts, short.k_lens) == ([2800], [30], [2800], [30])
+    assert runs == [(0, 2, 1400), (2830, 1, 1400), (4230, 1, 2000)]
+    assert spans.partition(1024)[0] is short  # the same spans object, so its device copy is made once
+    assert spans.partition(10)[1] == [(0, 2, 1400), (2800, 1, 30), (2830, 1, 1400), (4230, 1, 2000)]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from flashsight.engine.kernels.triton_support import triton_available
-from flashsight.engine.kernels.varlen_spans import VarlenSpans
+from flashsight.engine.kernels.varlen_spans import VarlenSpans, same_length_runs
 
 
 class TorchOps:
@@ -78,6 +78,11 @@ class TorchOps:
         from flashsight.engine.kernels.prefill_attention import varlen_attention_reference
 
         return varlen_attention_reference(q, k, v, spans, causal, out)
+
+    @classmethod
+    def prompt_attention(cls, q, k, v, spans: VarlenSpans, out=None) -> torch.Tensor:
+        """Causal attention of chunks that start their sequence, over their own rows' keys."""
+        return cls.varlen_attention(q, k, v, spans, True, out)
 
     @staticmethod
     def vision_qkv(qkv: torch.Tensor, heads: int, cos: torch.Tensor, sin: torch.Tensor):
@@ -158,6 +163,22 @@ class TritonOps(TorchOps):
         return varlen_attention(q, k, v, spans, causal, out)
 
     @staticmethod
+    def prompt_attention(q, k, v, spans: VarlenSpans, out=None, min_sdpa_len: int = 1024) -> torch.Tensor:
+        """Long prompts through SDPA (cuDNN's kernel on a GPU), a call per run of equal lengths;
+        the shorter rest in one Triton launch. Attention grows with the square of a prompt's
+        length, so the long ones are where a faster kernel pays; a call per short prompt of its
+        own length would cost more of the engine thread's time (~0.2 ms each) than it saves."""
+        from flashsight.engine.kernels.prefill_attention import varlen_attention
+
+        out = torch.empty_like(q) if out is None else out
+        short, runs = spans.partition(min_sdpa_len)
+        if len(short):
+            varlen_attention(q, k, v, short, True, out)
+        for start, count, length in runs:
+            out[start : start + count * length] = _sdpa_batch(q, k, v, start, count, length, causal=True)
+        return out
+
+    @staticmethod
     def vision_qkv(qkv, heads, cos, sin):
         from flashsight.engine.kernels.vision_rope import split_rotate_vision
 
@@ -180,29 +201,17 @@ class TritonOps(TorchOps):
         return out
 
 
-def same_length_runs(starts: list[int], lens: list[int]) -> list[tuple[int, int, int]]:
-    """(first row, how many, length) for each run of back-to-back sequences of one length."""
-    runs: list[tuple[int, int, int]] = []
-    for start, length in zip(starts, lens):
-        if runs and runs[-1][2] == length and runs[-1][0] + runs[-1][1] * length == start:
-            first, count, _ = runs[-1]
-            runs[-1] = (first, count + 1, length)
-        else:
-            runs.append((start, 1, length))
-    return runs
-
-
-def _sdpa_batch(q, k, v, start: int, count: int, length: int) -> torch.Tensor:
-    """`count` back-to-back sequences of `length` rows from `start`, attended as one batch:
-    [count * length, heads, D] out."""
+def _sdpa_batch(q, k, v, start: int, count: int, length: int, causal: bool = False) -> torch.Tensor:
+    """`count` back-to-back sequences of `length` rows from `start`, each over its own rows'
+    keys, attended as one batch: [count * length, heads, D] out."""
     rows = slice(start, start + count * length)
     batch = [t[rows].view(count, length, *t.shape[1:]).transpose(1, 2) for t in (q, k, v)]
-    return _sdpa(*batch, causal=False).transpose(1, 2).reshape(count * length, *q.shape[1:])
+    return _sdpa(*batch, causal=causal).transpose(1, 2).reshape(count * length, *q.shape[1:])
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
-    """[batch, heads, T, D] in and out, with cuDNN's kernel first, then FlashAttention's, then
-    the memory-efficient one."""
+    """[batch, heads, T, D] in and out (k and v may have fewer heads, each shared by a group of
+    q's), with cuDNN's kernel first, then FlashAttention's, then the memory-efficient one."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
@@ -211,7 +220,7 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> to
     except TypeError:  # a PyTorch without priorities: any of the three
         backends = sdpa_kernel(order)
     with backends:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=k.shape[1] != q.shape[1])
 
 
 def pick_ops(kernels: str, device: torch.device) -> type[TorchOps]:
