@@ -39,14 +39,16 @@ def case(q_lens: list[int], k_lens: list[int]):
 def sdpa_route(q, k, v, spans: VarlenSpans, backend: str | None = None) -> torch.Tensor:
     """The engine's whole-prompt route with every prompt long enough for SDPA; `backend` holds
     SDPA to one kernel ("CUDNN_ATTENTION", "FLASH_ATTENTION"), which raises where it cannot run."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention import SDPBackend
 
     from flashsight.engine.kernels.ops import TritonOps
 
-    if backend is None:
-        return TritonOps.prompt_attention(q, k, v, spans, min_sdpa_len=0)
-    with sdpa_kernel([getattr(SDPBackend, backend)]):
-        return TritonOps.prompt_attention(q, k, v, spans, min_sdpa_len=0)
+    held = [getattr(SDPBackend, backend)] if backend else None
+    got = TritonOps.prompt_attention(q, k, v, spans, min_sdpa_len=0, sdpa_backends=held)
+    if not TritonOps.sdpa_prompts:  # it fell back to Triton: the kernel cannot run these inputs
+        TritonOps.sdpa_prompts = True
+        raise RuntimeError(f"{backend or 'SDPA'} refused the inputs")
+    return got
 
 
 def candidates() -> list[tuple[int, ...]]:

@@ -132,6 +132,14 @@ def check_varlen() -> None:
     want = TorchOps.prompt_attention(q, k, v, prompts)
     close("prompt attention, SDPA and Triton", TritonOps.prompt_attention(q, k, v, prompts, min_sdpa_len=30), want)
     close("prompt attention, all Triton", TritonOps.prompt_attention(q, k, v, prompts), want)
+    from torch.nn.attention import SDPBackend
+
+    # held to cuDNN's kernel, which no CPU runs, SDPA refuses: the prompts attend through Triton
+    refused = TritonOps.prompt_attention(q, k, v, prompts, min_sdpa_len=30, sdpa_backends=[SDPBackend.CUDNN_ATTENTION])
+    close("prompt attention, SDPA refusing", refused, want)
+    if TritonOps.sdpa_prompts:
+        sys.exit("a refusal must turn the SDPA route off")
+    TritonOps.sdpa_prompts = True
 
 
 def check_engine(model_dir: str) -> None:

@@ -5,11 +5,15 @@ The model takes one set; `pick_ops` decides which."""
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 
 from flashsight.engine.kernels.triton_support import triton_available
 from flashsight.engine.kernels.varlen_spans import VarlenSpans, same_length_runs
+
+log = logging.getLogger("flashsight.engine")
 
 
 class TorchOps:
@@ -162,20 +166,28 @@ class TritonOps(TorchOps):
 
         return varlen_attention(q, k, v, spans, causal, out)
 
-    @staticmethod
-    def prompt_attention(q, k, v, spans: VarlenSpans, out=None, min_sdpa_len: int = 1024) -> torch.Tensor:
+    sdpa_prompts = True  # False once SDPA has refused a prompt batch in this process
+
+    @classmethod
+    def prompt_attention(cls, q, k, v, spans: VarlenSpans, out=None, min_sdpa_len: int = 1024, sdpa_backends=None):
         """Long prompts through SDPA (cuDNN's kernel on a GPU), a call per run of equal lengths;
         the shorter rest in one Triton launch. Attention grows with the square of a prompt's
         length, so the long ones are where a faster kernel pays; a call per short prompt of its
-        own length would cost more of the engine thread's time (~0.2 ms each) than it saves."""
+        own length would cost more of the engine thread's time (~0.2 ms each) than it saves.
+        `sdpa_backends` replaces SDPA's kernel order (benchmarks hold it to one kernel)."""
         from flashsight.engine.kernels.prefill_attention import varlen_attention
 
         out = torch.empty_like(q) if out is None else out
-        short, runs = spans.partition(min_sdpa_len)
+        short, runs = spans.partition(min_sdpa_len if cls.sdpa_prompts else 1 << 62)
         if len(short):
             varlen_attention(q, k, v, short, True, out)
-        for start, count, length in runs:
-            out[start : start + count * length] = _sdpa_batch(q, k, v, start, count, length, causal=True)
+        try:
+            for start, count, length in runs:
+                out[start : start + count * length] = _sdpa_batch(q, k, v, start, count, length, True, sdpa_backends)
+        except RuntimeError as exc:  # no SDPA kernel takes these inputs here: Triton from now on
+            log.warning("SDPA refused a prompt batch (%s); prompts attend through Triton", " ".join(str(exc).split())[:200])
+            TritonOps.sdpa_prompts = False
+            varlen_attention(q, k, v, spans, True, out)
         return out
 
     @staticmethod
@@ -201,20 +213,21 @@ class TritonOps(TorchOps):
         return out
 
 
-def _sdpa_batch(q, k, v, start: int, count: int, length: int, causal: bool = False) -> torch.Tensor:
+def _sdpa_batch(q, k, v, start: int, count: int, length: int, causal: bool = False, backends=None) -> torch.Tensor:
     """`count` back-to-back sequences of `length` rows from `start`, each over its own rows'
     keys, attended as one batch: [count * length, heads, D] out."""
     rows = slice(start, start + count * length)
     batch = [t[rows].view(count, length, *t.shape[1:]).transpose(1, 2) for t in (q, k, v)]
-    return _sdpa(*batch, causal=causal).transpose(1, 2).reshape(count * length, *q.shape[1:])
+    return _sdpa(*batch, causal=causal, order=backends).transpose(1, 2).reshape(count * length, *q.shape[1:])
 
 
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, order=None) -> torch.Tensor:
     """[batch, heads, T, D] in and out (k and v may have fewer heads, each shared by a group of
-    q's), with cuDNN's kernel first, then FlashAttention's, then the memory-efficient one."""
+    q's), with cuDNN's kernel first, then FlashAttention's, then the memory-efficient one (or
+    the kernels in `order`). Raises RuntimeError when none of them takes the inputs."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
+    order = order or [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
     try:
         backends = sdpa_kernel(order, set_priority=True)
     except TypeError:  # a PyTorch without priorities: any of the three
