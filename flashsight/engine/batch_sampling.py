@@ -13,6 +13,9 @@ read back): `pending` gives its row in `previous`, and the penalties count it fr
 
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import torch
 
 from flashsight.engine.host_copy import to_device
@@ -106,27 +109,25 @@ def _penalize(rows: list[TokenSampler], logits: torch.Tensor, pending: list[int 
 
 def _history(rows: list[TokenSampler], which: list[int], pending: list[int | None], previous, device, prompt: bool):
     """(row, token) pairs of the tokens each selected row has seen (duplicates are harmless):
-    its prompt's (already on the device), its recorded outputs, and its pending token."""
-    row_parts, token_parts = [], []
-    output_rows, outputs, late_rows, late = [], [], [], []
-    for j, r in enumerate(which):
-        sampler = rows[r]
-        if prompt:
-            ids = sampler.prompt_ids
-            token_parts.append(ids)
-            row_parts.append(torch.full((len(ids),), j, dtype=torch.long, device=device))
-        outputs += sampler.output_ids
-        output_rows += [j] * len(sampler.output_ids)
-        if pending[r] is not None:
-            late_rows.append(j)
-            late.append(pending[r])
-    if outputs:
-        token_parts.append(to_device(outputs, torch.long, device))
-        row_parts.append(to_device(output_rows, torch.long, device))
+    its prompt's (already on the device), its recorded outputs, and its pending token. The row
+    ids are built on the CPU and the outputs travel with the pending tokens' indices, so a step
+    costs two copies and a gather whatever the number of rows, not a launch per row."""
+    n = len(which)
+    prompts = [rows[r].prompt_ids for r in which] if prompt else []
+    outputs = [rows[r].output_ids for r in which]
+    late_rows = [j for j, r in enumerate(which) if pending[r] is not None]
+    late = [pending[which[j]] for j in late_rows]
+    output_count = sum(len(ids) for ids in outputs)
+    row_ids = np.concatenate((
+        np.repeat(np.arange(n), [len(ids) for ids in prompts]) if prompt else np.empty(0, np.int64),
+        np.repeat(np.arange(n), [len(ids) for ids in outputs]), np.array(late_rows, np.int64),
+    ))  # fmt: skip
+    host = np.fromiter(itertools.chain(itertools.chain.from_iterable(outputs), late), np.int64, output_count + len(late))
+    from_host = to_device(torch.from_numpy(host), torch.long, device)
+    token_parts = [*prompts, from_host[:output_count]]
     if late:
-        token_parts.append(previous.index_select(0, to_device(late, torch.long, device)))
-        row_parts.append(to_device(late_rows, torch.long, device))
-    return torch.cat(row_parts), torch.cat(token_parts)
+        token_parts.append(previous.index_select(0, from_host[output_count:]))
+    return to_device(torch.from_numpy(row_ids), torch.long, device), torch.cat(token_parts)
 
 
 def _draw(rows: list[TokenSampler], logits: torch.Tensor) -> torch.Tensor:
