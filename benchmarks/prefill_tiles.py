@@ -1,6 +1,6 @@
 """Time the text prefill attention kernel's tile shapes on W1's prompt shapes (GPU only).
 
-    python benchmarks/prefill_tiles.py [--old PATH/TO/prefill_attention.py]
+    python benchmarks/prefill_tiles.py [--old PATH/TO/prefill_attention.py] [--defaults-only]
 
 Tiles: `candidates()`. Shapes: one 1394-token prompt, five of them in one launch, and a 694-token chunk after 700
 cached tokens; 32 query heads over 2 KV heads of 128 channels, bf16 (GLM-4.6V-Flash's text
@@ -63,6 +63,7 @@ def candidates() -> list[tuple[int, ...]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--old", help="an older prefill_attention.py, timed at its own defaults")
+    parser.add_argument("--defaults-only", action="store_true", help="time the default tiles alone, not every candidate")
     args = parser.parse_args()
     old = None
     if args.old:
@@ -92,7 +93,7 @@ def main() -> None:
             timed("SDPA, the engine's route", lambda: sdpa_route(q, k, v, spans))
             for backend in ("CUDNN_ATTENTION", "FLASH_ATTENTION"):
                 timed(f"SDPA held to {backend}", lambda backend=backend: sdpa_route(q, k, v, spans, backend))
-        for tiles in candidates():
+        for tiles in [TILES] if args.defaults_only else candidates():
             timed(f"tiles {tiles}", lambda tiles=tiles: varlen_attention(q, k, v, spans, True, tiles=tiles))
         print(f"{name}: {flops / 1e9:.0f} GFLOP")
         for ms, label, error in sorted(rows)[:12]:
