@@ -18,7 +18,7 @@ else
   export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 fi
 # Fail in a second, not after the readiness wait, when a package is missing.
-python3 -c "import flashsight.server.app, flashsight.ops.supervisor, flashsight.bench.command" || exit 1
+python3 -c "import uvicorn, flashsight.server.app, flashsight.ops.supervisor, flashsight.bench.command" || exit 1
 MODEL=${MODEL:-$(python3 -c "from flashsight.engine.testmodel import write_test_model as w; print(w('/tmp/ab-model', size='full'))" 2>/dev/null | tail -1)}
 python3 benchmarks/serve_bench.py --model "$MODEL" --out "$OUT" --runs ${HTTP_RUNS:-W1:1 W1-repeat:1 W2:1 W1:100 W2:100} \
   -- $SERVE_ARGS 2>&1 | grep -vE "^  (mean JPEG|wrote)|^ +----"
