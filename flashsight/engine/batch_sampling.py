@@ -87,14 +87,14 @@ def _penalize(rows: list[TokenSampler], logits: torch.Tensor, pending: list[int 
     device = logits.device
     repeated = [r for r, s in enumerate(rows) if s.params.repetition_penalty != 1.0]
     if repeated:
+        # Only the logits of seen tokens change: gathered, penalised and put back (a token seen
+        # twice gets the same value twice), instead of passes over every row's whole vocabulary.
         row_ids, token_ids = _history(rows, repeated, pending, previous, device, prompt=True)
-        penalty = to_device([rows[r].params.repetition_penalty for r in repeated], torch.float32, device)
-        seen = torch.zeros((len(repeated), logits.shape[1]), dtype=torch.bool, device=device)
-        seen[row_ids, token_ids] = True
-        which = to_device(repeated, torch.long, device)
-        sub = logits.index_select(0, which)
-        penalized = torch.where(sub > 0, sub / penalty[:, None], sub * penalty[:, None])
-        logits[which] = torch.where(seen, penalized, sub)
+        penalty = to_device([rows[r].params.repetition_penalty for r in repeated], torch.float32, device)[row_ids]
+        if len(repeated) < len(rows):
+            row_ids = to_device(repeated, torch.long, device)[row_ids]
+        picked = logits[row_ids, token_ids]
+        logits[row_ids, token_ids] = torch.where(picked > 0, picked / penalty, picked * penalty)
     counted = [r for r, s in enumerate(rows)
                if _outputs(s, pending[r]) and (s.params.presence_penalty or s.params.frequency_penalty)]  # fmt: skip
     if counted:
