@@ -186,7 +186,7 @@ class TritonOps(TorchOps):
                 out[start : start + count * length] = _sdpa_batch(q, k, v, start, count, length, True, sdpa_backends)
         except RuntimeError as exc:  # no SDPA kernel takes these inputs here: Triton from now on
             log.warning("SDPA refused a prompt batch (%s); prompts attend through Triton", " ".join(str(exc).split())[:200])
-            TritonOps.sdpa_prompts = False
+            cls.sdpa_prompts = False
             varlen_attention(q, k, v, spans, True, out)
         return out
 
