@@ -6,7 +6,8 @@
 W1: a fresh 1024x1024 JPEG + "Describe this image in detail.", 128 output tokens; W2: a fresh
 640x480 JPEG + a one-line question, 32 output tokens; W1-repeat: W1 at concurrency 1 with an image
 the engine has already seen. ignore_eos, greedy; closed loop, n = max(10, 3 x concurrency) per
-level after a warm-up. `flashsight bench` measures the same over HTTP; this isolates the engine.
+level after a warm-up (`--repetition-penalty 1.1` adds the checkpoint's default penalty, which
+HTTP requests get). `flashsight bench` measures the same over HTTP; this isolates the engine.
 """
 
 from __future__ import annotations
@@ -46,11 +47,12 @@ def fresh_photo(seed: int, size: tuple[int, int]) -> Image.Image:
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
-def request(workload: str, seed: int) -> ChatRequest:
+def request(workload: str, seed: int, repetition_penalty: float = 1.0) -> ChatRequest:
     size, text, tokens = WORKLOADS[workload.removesuffix("-repeat")]
     image = fresh_photo(0 if workload.endswith("-repeat") else seed, size)
     messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": text}]}]
-    return ChatRequest(f"{workload}-{seed}", messages, SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True))
+    sampling = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True, repetition_penalty=repetition_penalty)
+    return ChatRequest(f"{workload}-{seed}", messages, sampling)
 
 
 async def one_request(engine: Engine, chat: ChatRequest) -> dict:
@@ -71,9 +73,9 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-async def level(engine: Engine, workload: str, concurrency: int, seed0: int) -> dict:
+async def level(engine: Engine, workload: str, concurrency: int, seed0: int, repetition_penalty: float = 1.0) -> dict:
     total = max(10, 3 * concurrency)
-    chats = [request(workload, seed) for seed in range(seed0, seed0 + total)]  # images made before timing
+    chats = [request(workload, seed, repetition_penalty) for seed in range(seed0, seed0 + total)]  # images made before timing
     queue = iter(chats)
     results = []
 
@@ -211,6 +213,8 @@ def main() -> None:
     parser.add_argument("--profile", help="write a kernel-time table of one W1 request here")
     parser.add_argument("--json", help="also write the summary here")
     parser.add_argument("--switch-interval-ms", type=float, help="the GIL's switch interval (Python's default: 5)")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0,
+                        help="the levels' requests' (1.1 is the checkpoint's default, which HTTP requests that leave it out get)")
     args = parser.parse_args()
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1e3)
@@ -222,7 +226,8 @@ def main() -> None:
                                  max_num_batched_tokens=args.max_num_batched_tokens[0]))  # fmt: skip
     summary = {"device": engine.info.device, "dtype": engine.info.dtype, "kernels": args.kernels,
                "cuda_graphs": args.cuda_graphs, "pdl": not args.no_pdl, "max_num_batched_tokens": args.max_num_batched_tokens,
-               "startup_s": round(time.perf_counter() - start, 1), "switch_interval_ms": sys.getswitchinterval() * 1e3}  # fmt: skip
+               "startup_s": round(time.perf_counter() - start, 1), "switch_interval_ms": sys.getswitchinterval() * 1e3,
+               "repetition_penalty": args.repetition_penalty}  # fmt: skip
     asyncio.run(one_request(engine, request("W1", 10_000)))  # warm-up
     asyncio.run(one_request(engine, request("W2", 10_001)))
     summary["prepare_ms"] = {w: prepare_ms(engine, w) for w in ("W1", "W2")}
@@ -237,7 +242,7 @@ def main() -> None:
                 engine.scheduler.max_num_batched_tokens = budget  # between levels the engine is idle
                 timer.reset()
                 seed0 = 100_000 * (w_index + 1) + 10_000 * c_index + 1000 * b_index
-                result = asyncio.run(level(engine, workload, concurrency, seed0))
+                result = asyncio.run(level(engine, workload, concurrency, seed0, args.repetition_penalty))
                 result["max_num_batched_tokens"] = budget
                 result["engine_loop"] = timer.report()
                 print(json.dumps(result), flush=True)
