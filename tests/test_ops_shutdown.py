@@ -49,9 +49,11 @@ class Stream(threading.Thread):
 
 
 def refuses_connections(base_url: str) -> bool:
+    """True once a new request is turned away unanswered: refused, or (when it reached the
+    listening socket as the server closed it) reset or closed before any response."""
     try:
         httpx.get(f"{base_url}/health", timeout=5)
-    except httpx.ConnectError:
+    except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
         return True
     return False
 
