@@ -43,3 +43,21 @@ def test_long_prompts_split_from_short_ones_once_per_step():
     assert runs == [(0, 2, 1400), (2830, 1, 1400), (4230, 1, 2000)]
     assert spans.partition(1024)[0] is short  # the same spans object, so its device copy is made once
     assert spans.partition(10)[1] == [(0, 2, 1400), (2800, 1, 30), (2830, 1, 1400), (4230, 1, 2000)]
+
+
+def test_equal_images_batched_through_sdpa_attend_as_each_alone():
+    """The GPU's image path (SDPA over runs of equal-length images, written into one output)
+    computes each image's attention as the reference does, one image at a time."""
+    import torch
+
+    from flashsight.engine.kernels.ops import TorchOps, _sdpa_batch, _sdpa_into
+    from flashsight.engine.kernels.varlen_spans import VarlenSpans
+
+    torch.manual_seed(4)
+    q, k, v = (torch.randn(60, 4, 16) for _ in range(3))
+    want = TorchOps.image_attention(q, k, v, VarlenSpans.square([20, 20, 20]))
+    torch.testing.assert_close(_sdpa_batch(q, k, v, 0, 3, 20), want)
+    out = torch.empty_like(q)
+    _sdpa_into(out, q, k, v, 0, 2, 20)
+    _sdpa_into(out, q, k, v, 40, 1, 20)
+    torch.testing.assert_close(out, want)

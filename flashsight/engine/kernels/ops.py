@@ -183,7 +183,7 @@ class TritonOps(TorchOps):
             varlen_attention(q, k, v, short, True, out)
         try:
             for start, count, length in runs:
-                out[start : start + count * length] = _sdpa_batch(q, k, v, start, count, length, True, sdpa_backends)
+                _sdpa_into(out, q, k, v, start, count, length, True, sdpa_backends)
         except RuntimeError as exc:  # no SDPA kernel takes these inputs here: Triton from now on
             log.warning("SDPA refused a prompt batch (%s); prompts attend through Triton", " ".join(str(exc).split())[:200])
             cls.sdpa_prompts = False
@@ -209,16 +209,27 @@ class TritonOps(TorchOps):
             return _sdpa_batch(q, k, v, *runs[0])
         out = torch.empty_like(q)
         for start, count, length in runs:
-            out[start : start + count * length] = _sdpa_batch(q, k, v, start, count, length)
+            _sdpa_into(out, q, k, v, start, count, length)
         return out
 
 
-def _sdpa_batch(q, k, v, start: int, count: int, length: int, causal: bool = False, backends=None) -> torch.Tensor:
+def _sdpa_batch(q, k, v, start: int, count: int, length: int) -> torch.Tensor:
     """`count` back-to-back sequences of `length` rows from `start`, each over its own rows'
     keys, attended as one batch: [count * length, heads, D] out."""
+    return _sdpa_rows(q, k, v, start, count, length, False, None).reshape(count * length, *q.shape[1:])
+
+
+def _sdpa_into(out, q, k, v, start: int, count: int, length: int, causal: bool = False, backends=None) -> None:
+    """The same written into `out`'s rows: one copy from SDPA's layout, not a reshape and a copy."""
+    rows = out[start : start + count * length].view(count, length, *out.shape[1:])
+    rows.copy_(_sdpa_rows(q, k, v, start, count, length, causal, backends))
+
+
+def _sdpa_rows(q, k, v, start: int, count: int, length: int, causal: bool, backends) -> torch.Tensor:
+    """[count, length, heads, D], a view of SDPA's output."""
     rows = slice(start, start + count * length)
     batch = [t[rows].view(count, length, *t.shape[1:]).transpose(1, 2) for t in (q, k, v)]
-    return _sdpa(*batch, causal=causal, order=backends).transpose(1, 2).reshape(count * length, *q.shape[1:])
+    return _sdpa(*batch, causal=causal, order=backends).transpose(1, 2)
 
 
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, order=None) -> torch.Tensor:
