@@ -16,7 +16,7 @@ AB=${AB:-.ab}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 [ -n "$SKIP_TESTS" ] || PYTHONPATH=$PWD python3 -m pytest -q -s -p no:cacheprovider tests/test_gpu_fast_path.py > "$OUT/gpu_tests.log" 2>&1
-[ -n "$SKIP_TESTS" ] || grep -E "^image|^step (0|24):|greedy|passed|failed|Error" "$OUT/gpu_tests.log" | tail -12
+[ -n "$SKIP_TESTS" ] || grep -E "^image|^prompt|^step (0|24):|greedy|passed|failed|Error" "$OUT/gpu_tests.log" | tail -12
 [ -z "$SYNCS" ] || PYTHONPATH=$PWD python3 benchmarks/find_syncs.py 2>&1 | grep -v Warning | tee "$OUT/syncs.log" | head -25
 MODEL=$(PYTHONPATH=$PWD python3 -c "from flashsight.engine.testmodel import write_test_model as w; print(w('/tmp/ab-model', size='full'))" 2>/dev/null | tail -1)
 summary() {  # the fields that compare runs, from inprocess.py's JSON lines
