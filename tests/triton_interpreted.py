@@ -131,6 +131,8 @@ def check_varlen() -> None:
     prompts = VarlenSpans.square([40, 40, 10, 70])
     want = TorchOps.prompt_attention(q, k, v, prompts)
     close("prompt attention, SDPA and Triton", TritonOps.prompt_attention(q, k, v, prompts, min_sdpa_len=30), want)
+    if not TritonOps.sdpa_prompts:
+        sys.exit("SDPA refused the long prompts: the check above ran Triton alone")
     close("prompt attention, all Triton", TritonOps.prompt_attention(q, k, v, prompts), want)
     from torch.nn.attention import SDPBackend
 
