@@ -29,9 +29,14 @@ def case(q_lens: list[int], k_lens: list[int]):
     q_starts = [sum(q_lens[:i]) for i in range(len(q_lens))]
     k_starts = [sum(k_lens[:i]) for i in range(len(k_lens))]
     spans = VarlenSpans(q_starts, q_lens, k_starts, k_lens)
-    q = torch.randn(sum(q_lens), HEADS, DIM, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(sum(k_lens), KV_HEADS, DIM, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn_like(k)
+    if q_lens == k_lens:  # as in the model: strided views of one q/k/v projection
+        qkv = torch.randn(sum(q_lens), (HEADS + 2 * KV_HEADS) * DIM, device="cuda", dtype=torch.bfloat16)
+        q, k, v = qkv.split([HEADS * DIM, KV_HEADS * DIM, KV_HEADS * DIM], dim=-1)
+        q, k, v = q.unflatten(-1, (HEADS, DIM)), k.unflatten(-1, (KV_HEADS, DIM)), v.unflatten(-1, (KV_HEADS, DIM))
+    else:
+        q = torch.randn(sum(q_lens), HEADS, DIM, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(sum(k_lens), KV_HEADS, DIM, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn_like(k)
     visible = sum(sum(min(kl, kl - ql + r + 1) for r in range(ql)) for ql, kl in zip(q_lens, k_lens))
     return spans, q, k, v, 4 * visible * DIM * HEADS
 
