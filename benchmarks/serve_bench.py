@@ -5,8 +5,8 @@ over loopback.
     python3 benchmarks/serve_bench.py --model /tmp/ab-model --out /tmp/out \
         --runs W1:1 W1-repeat:1 W2:1 W1:100 W2:100 [-- extra serve arguments]
 
-Prints the time from launch to `GET /ready`, then each level's table; writes each level's JSON
-and the server's log under --out. Exits non-zero as soon as the server dies or never gets ready,
+Prints the time from launch to `GET /ready`, then each level's table; writes each level's JSON,
+the engine's `GET /v1/status` after it, and the server's log under --out. Exits non-zero as soon as the server dies or never gets ready,
 so a broken install costs seconds, not the readiness timeout.
 """
 
@@ -48,6 +48,7 @@ def main() -> int:
             for run in args.runs:
                 workload, concurrency = run.split(":")
                 failed |= bench(args.port, workload, concurrency, args.out)
+                save_status(args.port, args.out / f"http-{workload}-c{concurrency}-status.json")
                 if server.poll() is not None:
                     print(f"serve: exited during {run} (status {server.returncode})", flush=True)
                     return 1
@@ -79,6 +80,16 @@ def bench(port: int, workload: str, concurrency: str, out: Path) -> int:
     if result.returncode:
         print(f"bench exit status {result.returncode}: {result.stderr.strip().splitlines()[-1:]}", flush=True)
     return result.returncode
+
+
+def save_status(port: int, path: Path) -> None:
+    """The engine's statistics after a level (steps, preemptions, caches, GPU memory), to read the
+    level beside the in-process benchmark's."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=10) as response:
+            path.write_bytes(response.read())
+    except OSError as exc:
+        print(f"status: not saved ({exc})", flush=True)
 
 
 def stop(server: subprocess.Popen) -> None:
