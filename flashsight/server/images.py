@@ -149,11 +149,19 @@ def _with_source(image: Image.Image, data: bytes) -> Image.Image:
 
 
 def _apply_orientation(image: Image.Image) -> Image.Image:
-    """Rotate as the EXIF Orientation tag says (phone photos); returns a detached copy."""
+    """Rotate as the EXIF Orientation tag says (phone photos). With nothing to rotate, the
+    image itself, not a copy (~1 ms for a 1024x1024 photo, on the first token's path): it is
+    loaded, so it stays whole once its file is closed."""
     try:
+        if image.getexif().get(_ORIENTATION, 1) not in _ROTATED:
+            return image
         return ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - broken EXIF (any error) should not cost the client the image
-        return image.copy()
+        return image
+
+
+_ORIENTATION = 0x0112  # the EXIF tag
+_ROTATED = range(2, 9)  # the values that flip or turn the picture (1 is upright)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
