@@ -15,7 +15,7 @@ import string
 from dataclasses import dataclass
 
 import anyio.to_thread
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from flashsight.security.fetch import DownloadTooLarge, FetchError, SafeFetcher, URLForbidden
 
@@ -153,14 +153,13 @@ def _apply_orientation(image: Image.Image) -> Image.Image:
     image itself, not a copy (~1 ms for a 1024x1024 photo, on the first token's path): it is
     loaded, so it stays whole once its file is closed."""
     try:
-        if image.getexif().get(_ORIENTATION, 1) not in _ROTATED:
+        if image.getexif().get(ExifTags.Base.Orientation, 1) not in _ROTATED:
             return image
         return ImageOps.exif_transpose(image)
     except Exception:  # noqa: BLE001 - broken EXIF (any error) should not cost the client the image
         return image
 
 
-_ORIENTATION = 0x0112  # the EXIF tag
 _ROTATED = range(2, 9)  # the values that flip or turn the picture (1 is upright)
 
 
