@@ -127,30 +127,6 @@ def test_images_batched_by_size_match_each_image_alone_and_the_reference(engine)
         assert relative(got, want) < 3e-2
 
 
-def test_long_prompts_attend_through_sdpa_as_the_reference_does():
-    """W1-sized prompts (two side by side and a third of another length) take SDPA's route, as
-    strided views of one q/k/v projection with 2 KV heads for 32 query heads: SDPA accepts them
-    (the route stays on) and each prompt's attention is the reference's, to bf16 rounding."""
-    from flashsight.engine.kernels.ops import TritonOps
-    from flashsight.engine.kernels.prefill_attention import varlen_attention_reference
-    from flashsight.engine.kernels.varlen_spans import VarlenSpans
-
-    generator = torch.Generator(device="cuda").manual_seed(5)
-    spans = VarlenSpans.square([1394, 1394, 1100, 300])  # the last one stays in Triton
-    tokens, heads, kv_heads, dim = sum(spans.q_lens), 32, 2, 128
-    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * dim, device="cuda", dtype=torch.bfloat16, generator=generator)
-    q, k, v = qkv.split([heads * dim, kv_heads * dim, kv_heads * dim], dim=-1)
-    q, k, v = q.view(tokens, heads, dim), k.view(tokens, kv_heads, dim), v.view(tokens, kv_heads, dim)
-    got = TritonOps.prompt_attention(q, k, v, spans)
-    assert TritonOps.sdpa_prompts, "SDPA refused the prompts: they attend through Triton"
-    want = varlen_attention_reference(q, k, v, spans, causal=True)
-    for start, length in zip(spans.q_starts, spans.q_lens):
-        rows = slice(start, start + length)
-        error = ((got[rows].float() - want[rows].float()).norm() / want[rows].float().norm()).item()
-        print(f"prompt of {length} tokens: relative error {error:.2e}")
-        assert error < 1e-2
-
-
 def _decisive(logits: torch.Tensor) -> bool:
     """The top two logits are far enough apart that bf16 rounding cannot swap them."""
     top2 = logits.topk(2).values

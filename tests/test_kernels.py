@@ -34,17 +34,6 @@ def test_images_of_one_size_side_by_side_share_one_attention_call():
     assert same_length_runs([], []) == []
 
 
-def test_long_prompts_split_from_short_ones_once_per_step():
-    from flashsight.engine.kernels.varlen_spans import VarlenSpans
-
-    spans = VarlenSpans.square([1400, 1400, 30, 1400, 2000])
-    short, runs = spans.partition(1024)
-    assert (short.q_starts, short.q_lens, short.k_starts, short.k_lens) == ([2800], [30], [2800], [30])
-    assert runs == [(0, 2, 1400), (2830, 1, 1400), (4230, 1, 2000)]
-    assert spans.partition(1024)[0] is short  # the same spans object, so its device copy is made once
-    assert spans.partition(10)[1] == [(0, 2, 1400), (2800, 1, 30), (2830, 1, 1400), (4230, 1, 2000)]
-
-
 def test_equal_images_batched_through_sdpa_attend_as_each_alone():
     """The GPU's image path (SDPA over runs of equal-length images, written into one output)
     computes each image's attention as the reference does, one image at a time."""

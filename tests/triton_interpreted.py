@@ -125,23 +125,6 @@ def check_varlen() -> None:
         for tiles in (None, (64, 32, 4, 2), (32, 128, 4, 3), (16, 32, 4, 2, 2)):
             got = varlen_attention(*args, causal=causal, tiles=tiles)
             close(f"varlen attention (causal={causal}, tiles {tiles or 'default'})", got[:175], want[:175])
-    # whole prompts: two of one length side by side, a short one, a longer one; the long ones
-    # through SDPA in two calls (CPU FlashAttention here, cuDNN's on a GPU), the short in Triton
-    q, k, v = torch.randn(160, 4, 32), torch.randn(160, 2, 32), torch.randn(160, 2, 32)
-    prompts = VarlenSpans.square([40, 40, 10, 70])
-    want = TorchOps.prompt_attention(q, k, v, prompts)
-    close("prompt attention, SDPA and Triton", TritonOps.prompt_attention(q, k, v, prompts, min_sdpa_len=30), want)
-    if not TritonOps.sdpa_prompts:
-        sys.exit("SDPA refused the long prompts: the check above ran Triton alone")
-    close("prompt attention, all Triton", TritonOps.prompt_attention(q, k, v, prompts), want)
-    from torch.nn.attention import SDPBackend
-
-    # held to cuDNN's kernel, which no CPU runs, SDPA refuses: the prompts attend through Triton
-    refused = TritonOps.prompt_attention(q, k, v, prompts, min_sdpa_len=30, sdpa_backends=[SDPBackend.CUDNN_ATTENTION])
-    close("prompt attention, SDPA refusing", refused, want)
-    if TritonOps.sdpa_prompts:
-        sys.exit("a refusal must turn the SDPA route off")
-    TritonOps.sdpa_prompts = True
 
 
 def check_engine(model_dir: str) -> None:

@@ -107,7 +107,7 @@ class BatchAttention:
         their context, gathered from the cache."""
         fresh, later, later_slots = self._spans()
         if len(fresh):
-            self.ops.prompt_attention(q, k, v, fresh, out)
+            self.ops.varlen_attention(q, k, v, fresh, True, out)
         if len(later):
             self.ops.varlen_attention(q, keys[later_slots], values[later_slots], later, True, out)
 

@@ -5,15 +5,11 @@ The model takes one set; `pick_ops` decides which."""
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 
 from flashsight.engine.kernels.triton_support import triton_available
 from flashsight.engine.kernels.varlen_spans import VarlenSpans, same_length_runs
-
-log = logging.getLogger("flashsight.engine")
 
 
 class TorchOps:
@@ -82,11 +78,6 @@ class TorchOps:
         from flashsight.engine.kernels.prefill_attention import varlen_attention_reference
 
         return varlen_attention_reference(q, k, v, spans, causal, out)
-
-    @classmethod
-    def prompt_attention(cls, q, k, v, spans: VarlenSpans, out=None) -> torch.Tensor:
-        """Causal attention of chunks that start their sequence, over their own rows' keys."""
-        return cls.varlen_attention(q, k, v, spans, True, out)
 
     @staticmethod
     def vision_qkv(qkv: torch.Tensor, heads: int, cos: torch.Tensor, sin: torch.Tensor):
@@ -166,30 +157,6 @@ class TritonOps(TorchOps):
 
         return varlen_attention(q, k, v, spans, causal, out)
 
-    sdpa_prompts = True  # False once SDPA has refused a prompt batch in this process
-
-    @classmethod
-    def prompt_attention(cls, q, k, v, spans: VarlenSpans, out=None, min_sdpa_len: int = 1024, sdpa_backends=None):
-        """Long prompts through SDPA (cuDNN's kernel on a GPU), a call per run of equal lengths;
-        the shorter rest in one Triton launch. Attention grows with the square of a prompt's
-        length, so the long ones are where a faster kernel pays; a call per short prompt of its
-        own length would cost more of the engine thread's time (~0.2 ms each) than it saves.
-        `sdpa_backends` replaces SDPA's kernel order (benchmarks hold it to one kernel)."""
-        from flashsight.engine.kernels.prefill_attention import varlen_attention
-
-        out = torch.empty_like(q) if out is None else out
-        short, runs = spans.partition(min_sdpa_len if cls.sdpa_prompts else 1 << 62)
-        if len(short):
-            varlen_attention(q, k, v, short, True, out)
-        try:
-            for start, count, length in runs:
-                _sdpa_into(out, q, k, v, start, count, length, True, sdpa_backends)
-        except RuntimeError as exc:  # no SDPA kernel takes these inputs here: Triton from now on
-            log.warning("SDPA refused a prompt batch (%s); prompts attend through Triton", " ".join(str(exc).split())[:200])
-            cls.sdpa_prompts = False
-            varlen_attention(q, k, v, spans, True, out)
-        return out
-
     @staticmethod
     def vision_qkv(qkv, heads, cos, sin):
         from flashsight.engine.kernels.vision_rope import split_rotate_vision
@@ -216,35 +183,34 @@ class TritonOps(TorchOps):
 def _sdpa_batch(q, k, v, start: int, count: int, length: int) -> torch.Tensor:
     """`count` back-to-back sequences of `length` rows from `start`, each over its own rows'
     keys, attended as one batch: [count * length, heads, D] out."""
-    return _sdpa_rows(q, k, v, start, count, length, False, None).reshape(count * length, *q.shape[1:])
+    return _sdpa_rows(q, k, v, start, count, length).reshape(count * length, *q.shape[1:])
 
 
-def _sdpa_into(out, q, k, v, start: int, count: int, length: int, causal: bool = False, backends=None) -> None:
+def _sdpa_into(out, q, k, v, start: int, count: int, length: int) -> None:
     """The same written into `out`'s rows: one copy from SDPA's layout, not a reshape and a copy."""
     rows = out[start : start + count * length].view(count, length, *out.shape[1:])
-    rows.copy_(_sdpa_rows(q, k, v, start, count, length, causal, backends))
+    rows.copy_(_sdpa_rows(q, k, v, start, count, length))
 
 
-def _sdpa_rows(q, k, v, start: int, count: int, length: int, causal: bool, backends) -> torch.Tensor:
+def _sdpa_rows(q, k, v, start: int, count: int, length: int) -> torch.Tensor:
     """[count, length, heads, D], a view of SDPA's output."""
     rows = slice(start, start + count * length)
     batch = [t[rows].view(count, length, *t.shape[1:]).transpose(1, 2) for t in (q, k, v)]
-    return _sdpa(*batch, causal=causal, order=backends).transpose(1, 2)
+    return _sdpa(*batch, causal=False).transpose(1, 2)
 
 
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, order=None) -> torch.Tensor:
-    """[batch, heads, T, D] in and out (k and v may have fewer heads, each shared by a group of
-    q's), with cuDNN's kernel first, then FlashAttention's, then the memory-efficient one (or
-    the kernels in `order`). Raises RuntimeError when none of them takes the inputs."""
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> torch.Tensor:
+    """[batch, heads, T, D] in and out, with cuDNN's kernel first, then FlashAttention's, then
+    the memory-efficient one."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    order = order or [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
+    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
     try:
         backends = sdpa_kernel(order, set_priority=True)
     except TypeError:  # a PyTorch without priorities: any of the three
         backends = sdpa_kernel(order)
     with backends:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=k.shape[1] != q.shape[1])
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
 
 def pick_ops(kernels: str, device: torch.device) -> type[TorchOps]:

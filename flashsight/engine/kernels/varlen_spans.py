@@ -22,7 +22,6 @@ class VarlenSpans:
     k_starts: list[int]
     k_lens: list[int]
     _on_device: torch.Tensor | None = field(default=None, repr=False)
-    _partition: tuple | None = field(default=None, repr=False)
 
     @classmethod
     def square(cls, lens: list[int]) -> VarlenSpans:
@@ -42,19 +41,6 @@ class VarlenSpans:
             rows = [self.q_starts + pad, self.q_lens + pad, self.k_starts + pad, self.k_lens + pad]
             self._on_device = to_device(rows, torch.int32, device)
         return self._on_device
-
-    def partition(self, min_len: int) -> tuple[VarlenSpans, list[tuple[int, int, int]]]:
-        """Sequences that attend over their own rows, split by length: those shorter than
-        `min_len` as spans of their own, the rest as `same_length_runs`. Worked out once, so the
-        short ones' copy reaches the GPU once per step, not once per layer."""
-        if self._partition is None or self._partition[0] != min_len:
-            short = [i for i, n in enumerate(self.q_lens) if n < min_len]
-            long = [i for i, n in enumerate(self.q_lens) if n >= min_len]
-            rows = (self.q_starts, self.q_lens, self.k_starts, self.k_lens)
-            short_spans = VarlenSpans(*([column[i] for i in short] for column in rows))
-            runs = same_length_runs([self.q_starts[i] for i in long], [self.q_lens[i] for i in long])
-            self._partition = (min_len, short_spans, runs)
-        return self._partition[1], self._partition[2]
 
 
 def same_length_runs(starts: list[int], lens: list[int]) -> list[tuple[int, int, int]]:
