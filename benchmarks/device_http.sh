@@ -4,7 +4,8 @@
 # the device's image: carry them as cp312 wheels in .whl/ (benchmarks/device_wheels.txt lists them
 # and says how to fetch them). Logs and JSON under $OUT.
 #   MODEL      a checkpoint directory (default: write the full-size synthetic one)
-#   HTTP_RUNS  workload:concurrency pairs in order (default "W1:1 W1-repeat:1 W2:1 W1:100 W2:100")
+#   HTTP_RUNS  workload:concurrency[:requests] in order (default "W1:1 W1-repeat:1 W2:1 W1:100 W2:100")
+#   BENCH_ARGS extra serve_bench.py arguments (e.g. "--py-spy 8": profile the loaded levels)
 #   SERVE_ARGS extra `flashsight serve` arguments
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -20,5 +21,5 @@ fi
 # Fail in a second, not after the readiness wait, when a package is missing.
 python3 -c "import uvicorn, flashsight.server.app, flashsight.ops.supervisor, flashsight.bench.command" || exit 1
 MODEL=${MODEL:-$(python3 -c "from flashsight.engine.testmodel import write_test_model as w; print(w('/tmp/ab-model', size='full'))" 2>/dev/null | tail -1)}
-python3 benchmarks/serve_bench.py --model "$MODEL" --out "$OUT" --runs ${HTTP_RUNS:-W1:1 W1-repeat:1 W2:1 W1:100 W2:100} \
+python3 benchmarks/serve_bench.py --model "$MODEL" --out "$OUT" $BENCH_ARGS --runs ${HTTP_RUNS:-W1:1 W1-repeat:1 W2:1 W1:100 W2:100} \
   -- $SERVE_ARGS 2>&1 | grep -vE "^  (mean JPEG|wrote)|^ +----"

@@ -5,19 +5,29 @@ over loopback.
     python3 benchmarks/serve_bench.py --model /tmp/ab-model --out /tmp/out \
         --runs W1:1 W1-repeat:1 W2:1 W1:100 W2:100 [-- extra serve arguments]
 
-Prints the time from launch to `GET /ready`, then each level's table; writes each level's JSON,
-the engine's `GET /v1/status` after it, and the server's log under --out. Exits non-zero as soon as the server dies or never gets ready,
+Prints the time from launch to `GET /ready`, then each level's table and the CPU each process
+used during it (per second of wall time, with its busiest threads: a thread near 1.00 is
+saturated); writes each level's JSON, the engine's `GET /v1/status` after it, and the server's log
+under --out. A run may name its request count (`W2:100:600`). `--py-spy S` records S seconds of
+the server, the engine process and the load generator (py-spy, raw folded stacks per thread)
+during each level above concurrency 1, starting `--py-spy-delay` seconds in (after the load
+generator has built its requests). Exits non-zero as soon as the server dies or never gets ready,
 so a broken install costs seconds, not the readiness timeout.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import shutil
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from process_cpu import busy_line, thread_cpu
 
 
 def main() -> int:
@@ -26,7 +36,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/out"))
     parser.add_argument("--port", type=int, default=8123)
     parser.add_argument("--runs", nargs="+", default=["W1:1", "W1-repeat:1", "W2:1", "W1:100", "W2:100"],
-                        help="workload:concurrency, in order")  # fmt: skip
+                        help="workload:concurrency[:requests], in order")  # fmt: skip
+    parser.add_argument("--py-spy", type=float, default=0.0, metavar="S", help="profile loaded levels for S seconds")
+    parser.add_argument("--py-spy-delay", type=float, default=5.0, metavar="S")
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     parser.add_argument("serve_args", nargs=argparse.REMAINDER, help="after --: more `flashsight serve` arguments")
     args = parser.parse_args()
@@ -45,9 +57,20 @@ def main() -> int:
                 return 1
             print(f"serve: ready {time.monotonic() - started:.1f} s after launch", flush=True)
             failed = 0
+            engine_pid = (status(args.port) or {}).get("engine", {}).get("engine_pid")
             for run in args.runs:
-                workload, concurrency = run.split(":")
-                failed |= bench(args.port, workload, concurrency, args.out)
+                workload, concurrency, *requests = run.split(":")
+                name = f"http-{workload}-c{concurrency}"
+                pids = {"server": server.pid, "engine": engine_pid}
+                before = {label: thread_cpu(pid) for label, pid in pids.items() if pid}
+                client_before, began = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+                profile = args.py_spy if int(concurrency) > 1 else 0.0
+                failed |= bench(args.port, workload, concurrency, requests, args.out, name, pids, profile, args.py_spy_delay)
+                wall = time.monotonic() - began
+                client = resource.getrusage(resource.RUSAGE_CHILDREN)
+                used = client.ru_utime + client.ru_stime - client_before.ru_utime - client_before.ru_stime
+                lines = [busy_line(label, before[label], thread_cpu(pid), wall) for label, pid in pids.items() if pid]
+                print(f"cpu over {wall:.1f} s: " + "; ".join(lines) + f"; load generator {used / wall:.2f} CPU/s", flush=True)
                 save_status(args.port, args.out / f"http-{workload}-c{concurrency}-status.json")
                 if server.poll() is not None:
                     print(f"serve: exited during {run} (status {server.returncode})", flush=True)
@@ -70,26 +93,51 @@ def wait_ready(server: subprocess.Popen, port: int, timeout: float) -> bool:
     return False
 
 
-def bench(port: int, workload: str, concurrency: str, out: Path) -> int:
-    name = f"http-{workload}-c{concurrency}"
+def bench(port: int, workload: str, concurrency: str, requests: list[str], out: Path, name: str,
+          pids: dict, profile_s: float, delay_s: float) -> int:  # fmt: skip
     command = [sys.executable, "-m", "flashsight.cli", "bench", "--base-url", f"http://127.0.0.1:{port}/v1",
                "--workload", workload, "--concurrency", concurrency, "--json", str(out / f"{name}.json")]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True)
-    (out / f"{name}.log").write_text(result.stdout + result.stderr)
-    print(result.stdout.rstrip(), flush=True)
-    if result.returncode:
-        print(f"bench exit status {result.returncode}: {result.stderr.strip().splitlines()[-1:]}", flush=True)
-    return result.returncode
+    command += ["--requests", requests[0]] if requests else []
+    with open(out / f"{name}.log", "w") as log:
+        client = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+        if profile_s:
+            time.sleep(delay_s)
+            profile(pids | {"client": client.pid}, profile_s, out, name)
+        client.wait()
+    text = (out / f"{name}.log").read_text()
+    print(text.rstrip(), flush=True)
+    if client.returncode:
+        print(f"bench exit status {client.returncode}", flush=True)
+    return client.returncode
+
+
+def profile(pids: dict, seconds: float, out: Path, name: str) -> None:
+    """py-spy on each process at once, without pausing them (--nonblocking)."""
+    spy = shutil.which("py-spy") or "/tmp/site/bin/py-spy"
+    running = [subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "100",
+                                 "--threads", "--nonblocking", "--format", "raw", "-o", str(out / f"{name}-{label}.folded")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for label, pid in pids.items() if pid]  # fmt: skip
+    for spying in running:
+        _, errors = spying.communicate()
+        if spying.returncode:
+            print(f"py-spy failed: {errors.strip().splitlines()[-1:]}", flush=True)
+
+
+def status(port: int) -> dict | None:
+    """The engine's statistics (steps, preemptions, caches, GPU memory, its process id)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=10) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        print(f"status: not read ({exc})", flush=True)
+        return None
 
 
 def save_status(port: int, path: Path) -> None:
-    """The engine's statistics after a level (steps, preemptions, caches, GPU memory), to read the
-    level beside the in-process benchmark's."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=10) as response:
-            path.write_bytes(response.read())
-    except OSError as exc:
-        print(f"status: not saved ({exc})", flush=True)
+    """After a level, to read it beside the in-process benchmark's."""
+    if (found := status(port)) is not None:
+        path.write_text(json.dumps(found, indent=1))
 
 
 def stop(server: subprocess.Popen) -> None:
