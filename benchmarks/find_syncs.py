@@ -27,6 +27,7 @@ from flashsight.engine.testmodel import write_test_model
 from benchmarks.inprocess import one_request, request
 
 ROOT = str(Path(__file__).resolve().parents[1])
+PENALTY = 1.1  # the checkpoint's default, which HTTP requests get (with min_tokens, as `request` sets)
 
 
 def main() -> None:
@@ -35,8 +36,8 @@ def main() -> None:
     args = parser.parse_args()
     model = args.model or write_test_model(tempfile.mkdtemp(), size="full")
     engine = Engine(EngineConfig(model=str(model)))
-    asyncio.run(one_request(engine, request("W1", 1)))
-    asyncio.run(one_request(engine, request("W2", 2)))
+    asyncio.run(one_request(engine, request("W1", 1, PENALTY)))
+    asyncio.run(one_request(engine, request("W2", 2, PENALTY)))
     sites: collections.Counter[str] = collections.Counter()
 
     def record(message, category, filename, lineno, file=None, line=None):
@@ -49,7 +50,7 @@ def main() -> None:
     torch.cuda.set_sync_debug_mode("warn")
 
     async def served():
-        chats = [request("W1", 10 + i) for i in range(4)] + [request("W2", 20 + i) for i in range(8)]
+        chats = [request("W1", 10 + i, PENALTY) for i in range(4)] + [request("W2", 20 + i, PENALTY) for i in range(8)]
         await asyncio.gather(*(one_request(engine, chat) for chat in chats))
 
     asyncio.run(served())

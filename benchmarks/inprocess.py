@@ -5,7 +5,7 @@
 
 W1: a fresh 1024x1024 JPEG + "Describe this image in detail.", 128 output tokens; W2: a fresh
 640x480 JPEG + a one-line question, 32 output tokens; W1-repeat: W1 at concurrency 1 with an image
-the engine has already seen. ignore_eos, greedy; closed loop, n = max(10, 3 x concurrency) per
+the engine has already seen. ignore_eos and min_tokens, greedy; closed loop, n = max(10, 3 x concurrency) per
 level after a warm-up (`--repetition-penalty 1.1` adds the checkpoint's default penalty, which
 HTTP requests get). `flashsight bench` measures the same over HTTP; this isolates the engine.
 """
@@ -51,7 +51,10 @@ def request(workload: str, seed: int, repetition_penalty: float = 1.0) -> ChatRe
     size, text, tokens = WORKLOADS[workload.removesuffix("-repeat")]
     image = fresh_photo(0 if workload.endswith("-repeat") else seed, size)
     messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": text}]}]
-    sampling = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True, repetition_penalty=repetition_penalty)
+    # What `flashsight bench` asks for over HTTP: exactly `tokens` tokens (min_tokens keeps EOS
+    # masked until then, as it does on the HTTP path), greedy.
+    sampling = SamplingParams(max_tokens=tokens, min_tokens=tokens, temperature=0.0, ignore_eos=True,
+                              repetition_penalty=repetition_penalty)  # fmt: skip
     return ChatRequest(f"{workload}-{seed}", messages, sampling)
 
 

@@ -178,3 +178,37 @@ def test_pictures_uploaded_from_pinned_memory_process_as_the_processor_does(engi
     rgba = Image.fromarray(pixels).convert("RGBA")
     prompt = builder.build([{"role": "user", "content": [{"type": "image", "image": rgba}]}], {})
     assert prompt.pixel_values is not None and prompt.pixel_values.is_cuda
+
+
+def test_a_step_is_sampled_without_waiting_for_the_gpu():
+    """The batched sampler queues its work behind the step's kernels and returns: with every
+    option an HTTP request may bring (min_tokens masking EOS, the checkpoint's repetition
+    penalty, presence and frequency penalties, top-k and top-p draws, a token still pending on
+    the device), nothing in it makes the CPU wait. One wait per step stalls the pipelined engine
+    (run 45: `flashsight bench`'s min_tokens cost ~10% of W1 and W2 at c100 over HTTP)."""
+    from flashsight.engine.batch_sampling import sample_batch
+    from flashsight.engine.sampling import TokenSampler
+    from flashsight.engine.types import SamplingParams
+
+    device, vocab = torch.device("cuda"), 151552
+    params = [
+        SamplingParams(temperature=0.0, min_tokens=128, repetition_penalty=1.1),
+        SamplingParams(temperature=0.0, min_tokens=32),
+        SamplingParams(temperature=0.8, top_p=0.6, top_k=2, repetition_penalty=1.1),
+        SamplingParams(temperature=1.0, top_p=0.9, presence_penalty=0.5, frequency_penalty=0.3, min_tokens=4),
+    ]
+    samplers = [TokenSampler(p, list(range(100, 1500)), {151329, 151336, 151338}, device) for p in params]
+    for sampler in samplers:
+        sampler.output_ids = [7, 8, 9]
+    logits = torch.randn(len(params), vocab, device=device)
+    previous = torch.tensor([11, 12, 13, 14], device=device)
+    sample_batch(samplers, logits, [0, None, 2, None], previous)  # warm-up: first calls may allocate
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        tokens = sample_batch(samplers, logits, [0, None, 2, None], previous)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert tokens.shape == (len(params),)
+    chosen = tokens.tolist()
+    assert not {chosen[0], chosen[1], chosen[3]} & {151329, 151336, 151338}  # EOS masked until min_tokens

@@ -60,7 +60,9 @@ def _choose(rows: list[TokenSampler], logits: torch.Tensor, pending: list[int | 
         _penalize(rows, logits, pending, previous)
     if masked:
         where = to_device(masked, torch.long, device)
-        logits[where[:, 0], where[:, 1]] = float("-inf")
+        # The value on the device: `logits[...] = float("-inf")` would make it a CPU tensor, and
+        # copying that to the GPU waits for every queued kernel, once per step until min_tokens.
+        logits.index_put_((where[:, 0], where[:, 1]), torch.full((), float("-inf"), device=device))
     greedy = [r for r, s in enumerate(rows) if s.params.temperature <= 0]
     if len(greedy) == len(rows):
         return logits.argmax(dim=-1)

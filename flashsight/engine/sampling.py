@@ -48,7 +48,7 @@ class TokenSampler:
         """logits: [vocab] float32 for the next position. The caller records the token."""
         logits = self._penalize(logits.clone())
         if len(self.output_ids) < self.params.min_tokens and self.end_ids:
-            logits[list(self.end_ids)] = float("-inf")
+            logits.index_fill_(0, to_device(sorted(self.end_ids), torch.long, logits.device), float("-inf"))
         if self.guide is not None:
             self.guide.mask(logits)
         if self.params.temperature <= 0:
