@@ -86,9 +86,11 @@ async def level(engine: Engine, workload: str, concurrency: int, seed0: int, rep
         for chat in queue:
             results.append(await one_request(engine, chat))
 
+    steps, rows = engine.stats.steps, engine.stats.batched_rows
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     wall = time.perf_counter() - start
+    steps, rows = engine.stats.steps - steps, engine.stats.batched_rows - rows
     ttft, e2e = [r["ttft_ms"] for r in results], [r["e2e_s"] for r in results]
     return {
         "workload": workload, "concurrency": concurrency, "requests": total,
@@ -98,6 +100,7 @@ async def level(engine: Engine, workload: str, concurrency: int, seed0: int, rep
         "decode_tok_s_p50": round(statistics.median(r["decode_tok_s"] for r in results), 1),
         "requests_s": round(total / wall, 2),
         "output_tok_s": round(sum(r["output_tokens"] for r in results) / wall, 1),
+        "rows_per_step": round(rows / steps, 1) if steps else None,
     }  # fmt: skip
 
 

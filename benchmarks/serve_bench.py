@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import shutil
 import subprocess
@@ -58,6 +59,7 @@ def main() -> int:
             print(f"serve: ready {time.monotonic() - started:.1f} s after launch", flush=True)
             failed = 0
             engine_pid = (status(args.port) or {}).get("engine", {}).get("engine_pid")
+            counters = engine_counters(args.port)
             for run in args.runs:
                 workload, concurrency, *requests = run.split(":")
                 name = f"http-{workload}-c{concurrency}"
@@ -71,6 +73,8 @@ def main() -> int:
                 used = client.ru_utime + client.ru_stime - client_before.ru_utime - client_before.ru_stime
                 lines = [busy_line(label, before[label], thread_cpu(pid), wall) for label, pid in pids.items() if pid]
                 print(f"cpu over {wall:.1f} s: " + "; ".join(lines) + f"; load generator {used / wall:.2f} CPU/s", flush=True)
+                counters, previous = engine_counters(args.port), counters
+                print(batching_line(previous, counters), flush=True)
                 save_status(args.port, args.out / f"http-{workload}-c{concurrency}-status.json")
                 if server.poll() is not None:
                     print(f"serve: exited during {run} (status {server.returncode})", flush=True)
@@ -132,6 +136,37 @@ def status(port: int) -> dict | None:
     except (OSError, ValueError) as exc:
         print(f"status: not read ({exc})", flush=True)
         return None
+
+
+def engine_counters(port: int) -> dict[str, float]:
+    """The engine's step counters (/v1/status) and the server's own TTFT and queue-time sums and
+    counts (/metrics): subtracted between levels, what one level did."""
+    found = {key: float(value) for key, value in ((status(port) or {}).get("engine") or {}).items()
+             if key in ("steps", "mixed_steps", "batched_rows", "prompt_tokens_computed", "finished_requests")}  # fmt: skip
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError as exc:
+        print(f"metrics: not read ({exc})", flush=True)
+        return found
+    for name in ("time_to_first_token", "queue_time"):
+        for part in ("sum", "count"):
+            match = re.search(rf"^flashsight_{name}_seconds_{part}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
+            if match:
+                found[f"{name}_{part}"] = float(match.group(1))
+    return found
+
+
+def batching_line(before: dict[str, float], after: dict[str, float]) -> str:
+    """'engine: 174 steps (120 mixed), 57.1 rows a step; server TTFT 1.90 s, queue 0.85 s (means)'."""
+    d = {key: after[key] - before.get(key, 0.0) for key in after}
+    steps = d.get("steps", 0.0)
+    line = f"engine: {steps:.0f} steps ({d.get('mixed_steps', 0):.0f} mixed, {d.get('prompt_tokens_computed', 0):.0f} prompt tokens)"
+    line += f", {d.get('batched_rows', 0) / steps:.1f} rows a step" if steps else ""
+    for name, label in (("time_to_first_token", "server TTFT"), ("queue_time", "queue")):
+        if d.get(f"{name}_count"):
+            line += f"; {label} mean {d[f'{name}_sum'] / d[f'{name}_count']:.3f} s"
+    return line
 
 
 def save_status(port: int, path: Path) -> None:

@@ -260,7 +260,7 @@ class Engine:
     def _launch(self, batch: list[tuple[Sequence, int]]) -> _LaunchedStep | None:
         """Queue the batch's model step and its sampling on the GPU. The sampled tokens go into
         the sequences as placeholders; the step that follows reads them on the device."""
-        self.stats.steps += 1
+        self.stats.count_step([count for _, count in batch])
         for seq, _ in batch:
             if seq.queued_s is None:
                 seq.queued_s = time.monotonic() - seq.submitted_at

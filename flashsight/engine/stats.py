@@ -18,7 +18,20 @@ class EngineStats:
     finished_requests: int = 0
     aborted_requests: int = 0
     steps: int = 0  # batches the model ran: the supervisor's watchdog watches it move
+    # How work is batched: prompts arriving one by one make many small mixed steps, each paying
+    # for the weights and the eager path again, where arrivals together share one.
+    mixed_steps: int = 0  # steps with a prompt chunk in them (the rest are all decodes)
+    batched_rows: int = 0  # sequences summed over steps: divided by steps, the mean batch
+    prompt_tokens_computed: int = 0  # in chunks of more than one token
     _recent: deque = field(default_factory=deque, repr=False)  # token timestamps in the window
+
+    def count_step(self, counts: list[int]) -> None:
+        """A step that computes `counts` tokens for each of its sequences."""
+        self.steps += 1
+        self.batched_rows += len(counts)
+        chunked = sum(count for count in counts if count > 1)
+        self.prompt_tokens_computed += chunked
+        self.mixed_steps += chunked > 0
 
     def count_token(self) -> None:
         now = time.monotonic()
@@ -42,6 +55,9 @@ class EngineStats:
             "finished_requests": self.finished_requests,
             "aborted_requests": self.aborted_requests,
             "steps": self.steps,
+            "mixed_steps": self.mixed_steps,
+            "batched_rows": self.batched_rows,
+            "prompt_tokens_computed": self.prompt_tokens_computed,
         }
 
     def snapshot(self, scheduler, blocks, images, incoming: int) -> dict[str, Any]:
