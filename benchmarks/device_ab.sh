@@ -20,7 +20,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 [ -z "$SYNCS" ] || PYTHONPATH=$PWD python3 benchmarks/find_syncs.py 2>&1 | grep -v Warning | tee "$OUT/syncs.log" | head -25
 MODEL=$(PYTHONPATH=$PWD python3 -c "from flashsight.engine.testmodel import write_test_model as w; print(w('/tmp/ab-model', size='full'))" 2>/dev/null | tail -1)
 summary() {  # the fields that compare runs, from inprocess.py's JSON lines
-  grep -E '^\{"workload' | grep -oE '"(workload|concurrency|requests_s|ttft_ms_p50|ttft_ms_p95|decode_tok_s_p50|rows_per_step)": [^,]*|"gpu": \{[^}]*\}[^}]*\}' \
+  grep -E '^\{"workload' | grep -oE '"(workload|concurrency|requests_s|ttft_ms_p50|ttft_ms_p95|decode_tok_s_p50|rows_per_step)": [^,]*|"gpu": \{[^}]*\}[^}]*\}|"ttft_phases_ms": \{[^}]*\}' \
     | paste -sd' ' | sed 's/ "workload/\n"workload/g'
 }
 run() {  # label, tree, extra arguments

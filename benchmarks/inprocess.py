@@ -47,6 +47,11 @@ def fresh_photo(seed: int, size: tuple[int, int]) -> Image.Image:
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
+# The time to first token by stage, as the server's /metrics splits it (`receive` is the server's
+# own, and `handoff` is the engine's call from here: ~0).
+PHASES = ("handoff", "prepare", "queue", "prefill", "delivery")
+
+
 def request(workload: str, seed: int, repetition_penalty: float = 1.0) -> ChatRequest:
     size, text, tokens = WORKLOADS[workload.removesuffix("-repeat")]
     image = fresh_photo(0 if workload.endswith("-repeat") else seed, size)
@@ -59,16 +64,20 @@ def request(workload: str, seed: int, repetition_penalty: float = 1.0) -> ChatRe
 
 
 async def one_request(engine: Engine, chat: ChatRequest) -> dict:
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.monotonic()
     first = last = None
+    phases = {}
     async for event in engine.generate(chat):
         if first is None:
             first = time.perf_counter()
+            if (line := event.timeline) is not None:  # the same stages as the server's metrics
+                marks = (started, line.received, line.prepared, line.scheduled, line.first_token, time.monotonic())
+                phases = dict(zip(PHASES, (b - a for a, b in zip(marks, marks[1:]))))
         last = event
     end = time.perf_counter()
     decode_s = end - first
     return {"ttft_ms": (first - start) * 1e3, "e2e_s": end - start, "prompt_tokens": last.prompt_tokens,
-            "output_tokens": last.completion_tokens,
+            "output_tokens": last.completion_tokens, "phases": phases,
             "decode_tok_s": (last.completion_tokens - 1) / decode_s if decode_s > 0 else 0.0}  # fmt: skip
 
 
@@ -101,6 +110,8 @@ async def level(engine: Engine, workload: str, concurrency: int, seed0: int, rep
         "requests_s": round(total / wall, 2),
         "output_tok_s": round(sum(r["output_tokens"] for r in results) / wall, 1),
         "rows_per_step": round(rows / steps, 1) if steps else None,
+        "ttft_phases_ms": {phase: round(statistics.fmean(r["phases"][phase] for r in results if r["phases"]) * 1e3, 1)
+                           for phase in PHASES if any(r["phases"] for r in results)},  # means
     }  # fmt: skip
 
 

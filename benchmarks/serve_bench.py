@@ -149,23 +149,31 @@ def engine_counters(port: int) -> dict[str, float]:
     except OSError as exc:
         print(f"metrics: not read ({exc})", flush=True)
         return found
-    for name in ("time_to_first_token", "queue_time"):
+    for name in ("time_to_first_token", "request_duration"):
         for part in ("sum", "count"):
-            match = re.search(rf"^flashsight_{name}_seconds_{part}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
+            match = re.search(rf"^flashsight_{name}_seconds_{part} (\S+)$", text, re.MULTILINE)
             if match:
                 found[f"{name}_{part}"] = float(match.group(1))
+    for part, phase, value in re.findall(r'^flashsight_time_to_first_token_phase_seconds_(sum|count){phase="(\w+)"} (\S+)$',
+                                         text, re.MULTILINE):  # fmt: skip
+        found[f"phase {phase}_{part}"] = float(value)
     return found
 
 
 def batching_line(before: dict[str, float], after: dict[str, float]) -> str:
-    """'engine: 174 steps (120 mixed), 57.1 rows a step; server TTFT 1.90 s, queue 0.85 s (means)'."""
+    """'engine: 148 steps (24 mixed, ...), 65.2 rows a step; server means: TTFT 1511 ms (receive 4,
+    handoff 12, ...), request 2100 ms': the server's own view, to set beside the client's."""
     d = {key: after[key] - before.get(key, 0.0) for key in after}
     steps = d.get("steps", 0.0)
     line = f"engine: {steps:.0f} steps ({d.get('mixed_steps', 0):.0f} mixed, {d.get('prompt_tokens_computed', 0):.0f} prompt tokens)"
     line += f", {d.get('batched_rows', 0) / steps:.1f} rows a step" if steps else ""
-    for name, label in (("time_to_first_token", "server TTFT"), ("queue_time", "queue")):
-        if d.get(f"{name}_count"):
-            line += f"; {label} mean {d[f'{name}_sum'] / d[f'{name}_count']:.3f} s"
+
+    def mean_ms(name: str) -> str:
+        return f"{d[f'{name}_sum'] / d[f'{name}_count'] * 1e3:.0f}" if d.get(f"{name}_count") else "-"
+
+    phases = [key.removesuffix("_count") for key in d if key.startswith("phase ") and key.endswith("_count")]
+    parts = ", ".join(f"{name.removeprefix('phase ')} {mean_ms(name)}" for name in phases)
+    line += f"; server means (ms): TTFT {mean_ms('time_to_first_token')} ({parts}), request {mean_ms('request_duration')}"
     return line
 
 

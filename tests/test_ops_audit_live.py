@@ -53,6 +53,11 @@ def test_a_completion_with_an_image_is_recorded_in_full(audited, openai_client, 
     assert (record["prompt_tokens"], record["completion_tokens"]) == (reply.usage.prompt_tokens, reply.usage.completion_tokens)
     assert isinstance(record["output"], str) and record["output"]
     assert 0 <= record["queue_s"] <= record["ttft_s"] <= record["latency_s"]
+    # the first token's way, stage by stage (the supervised engine's process in between), adds up
+    phases = record["ttft_phases_s"]
+    assert list(phases) == ["receive", "handoff", "prepare", "queue", "prefill", "delivery"]
+    assert phases["queue"] == record["queue_s"] and min(phases.values()) >= 0
+    assert sum(phases.values()) == pytest.approx(record["ttft_s"], abs=1e-4)
     assert "gpu_memory" in record and "error" not in record
 
 

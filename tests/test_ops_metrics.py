@@ -13,7 +13,9 @@ SERIES = (
     "flashsight_kv_cache_blocks_used", "flashsight_kv_cache_usage_ratio", "flashsight_prefix_cache_hit_rate",
     "flashsight_image_cache_hit_rate", "flashsight_gpu_memory_used_bytes", "flashsight_engine_restarts",
     "flashsight_rate_limit_rejections", "flashsight_bans", "flashsight_banned_clients", "flashsight_audit_records",
+    "flashsight_time_to_first_token_phase_seconds",
 )  # fmt: skip
+PHASES = ("receive", "handoff", "prepare", "queue", "prefill", "delivery")
 
 
 def scrape(base_url: str) -> dict[str, float]:
@@ -59,6 +61,10 @@ def test_values_move_with_traffic(live_server, client, model_id):
     assert grew("flashsight_inter_token_latency_seconds_count") == 9  # three tokens after each first
     assert grew("flashsight_request_duration_seconds_count") == 4
     assert grew("flashsight_queue_time_seconds_count") == 3
+    for phase in PHASES:  # each served request's first token, stage by stage
+        assert grew(f'flashsight_time_to_first_token_phase_seconds_count{{phase="{phase}"}}') == 3
+    phase_sum = sum(grew(f'flashsight_time_to_first_token_phase_seconds_sum{{phase="{phase}"}}') for phase in PHASES)
+    assert abs(phase_sum - grew("flashsight_time_to_first_token_seconds_sum")) < 1e-3
     assert grew("flashsight_audit_records_total") >= 4
     assert after["flashsight_kv_cache_blocks_total"] > 0
     assert after["flashsight_engine_restarts_total"] >= 0

@@ -167,8 +167,9 @@ class Engine:
     async def generate(self, request: ChatRequest) -> AsyncIterator[GenerationEvent]:
         if len(self.scheduler.waiting) + self._incoming.qsize() >= self.config.max_queue:
             raise EngineOverloadedError("the server is busy; retry shortly", retry_after_s=1.0)
+        received = time.monotonic()
         prompt, grammar = await anyio.to_thread.run_sync(self.prepare, request)
-        job = _Job(self._sequence(request, prompt, grammar), asyncio.get_running_loop())
+        job = _Job(self._sequence(request, prompt, grammar, received), asyncio.get_running_loop())
         self._incoming.put(job)
         try:
             while True:
@@ -199,11 +200,11 @@ class Engine:
         self._incoming.put(None)
         await anyio.to_thread.run_sync(self._worker.join, 30)
 
-    def _sequence(self, request: ChatRequest, prompt: PreparedPrompt, grammar) -> Sequence:
+    def _sequence(self, request: ChatRequest, prompt: PreparedPrompt, grammar, received: float | None = None) -> Sequence:
         params = request.sampling
         room = min(self.max_model_len, self.blocks.num_blocks * self.blocks.block_size) - len(prompt.token_ids)
         stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else self.ckpt.eos_ids)
-        return Sequence(
+        seq = Sequence(
             request_id=request.request_id,
             prompt=prompt,
             params=params,
@@ -215,6 +216,9 @@ class Engine:
             max_tokens=room if params.max_tokens is None else min(params.max_tokens, room),
             stop_ids=stop_ids,
         )
+        if received is not None:
+            seq.received_at = received
+        return seq
 
     # ---- the worker thread --------------------------------------------------------------------
 
@@ -262,8 +266,8 @@ class Engine:
         the sequences as placeholders; the step that follows reads them on the device."""
         self.stats.count_step([count for _, count in batch])
         for seq, _ in batch:
-            if seq.queued_s is None:
-                seq.queued_s = time.monotonic() - seq.submitted_at
+            if seq.scheduled_at is None:
+                seq.scheduled_at = time.monotonic()
         previous = self._in_flight.tokens.on_device if self._in_flight and self._in_flight.tokens else None
         try:
             ends, logits = self.runner.execute(batch, previous)

@@ -13,7 +13,7 @@ from flashsight.engine.block_manager import block_keys
 from flashsight.engine.detokenizer import OutputText
 from flashsight.engine.prompt import PreparedPrompt
 from flashsight.engine.sampling import TokenSampler
-from flashsight.engine.types import GenerationEvent, SamplingParams
+from flashsight.engine.types import GenerationEvent, RequestTimeline, SamplingParams
 
 
 class SeqStatus(enum.Enum):
@@ -38,8 +38,9 @@ class Sequence:
     status: SeqStatus = SeqStatus.WAITING
     preemptions: int = 0
     committed_blocks: int = 0  # leading blocks settled in the prefix cache (BlockManager.commit)
-    submitted_at: float = field(default_factory=time.monotonic)
-    queued_s: float | None = None  # set by the engine when the sequence is first scheduled
+    received_at: float = field(default_factory=time.monotonic)  # when the engine was handed the request
+    submitted_at: float = field(default_factory=time.monotonic)  # its prompt built, it joined the queue
+    scheduled_at: float | None = None  # set by the engine when the sequence is first scheduled
     # Tokens sampled by steps still on the GPU sit in token_ids as placeholders until they are
     # read back; `pending` says where the newest one is: (step number, row of that step's tokens).
     unresolved: int = 0
@@ -108,5 +109,7 @@ class Sequence:
 
     def event(self, text: str, tokens: list[int], emitted: int, finish: str | None = None) -> GenerationEvent:
         """An event for the requester, `emitted` output tokens told so far (this one's included)."""
-        queued_s = self.queued_s if emitted == 1 else None
-        return GenerationEvent(text, tokens, self.prompt_len, emitted, finish, queued_s=queued_s)
+        timeline = None
+        if emitted == 1 and self.scheduled_at is not None:
+            timeline = RequestTimeline(self.received_at, self.submitted_at, self.scheduled_at, time.monotonic())
+        return GenerationEvent(text, tokens, self.prompt_len, emitted, finish, timeline=timeline)

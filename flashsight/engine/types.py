@@ -57,6 +57,22 @@ class ChatRequest:
     tools: list[dict[str, Any]] | None = None
 
 
+@dataclass(frozen=True)
+class RequestTimeline:
+    """When the engine took a request through its stages, on the request's first event. Times are
+    `time.monotonic()` seconds: one clock for every process of a machine, so the server can set
+    them beside its own."""
+
+    received: float  # the engine was handed the request
+    prepared: float  # its prompt was built (tokens, pixels) and it joined the engine's queue
+    scheduled: float  # its first step was queued
+    first_token: float  # its first token was known on the CPU
+
+    @property
+    def queued_s(self) -> float:
+        return self.scheduled - self.prepared
+
+
 @dataclass
 class GenerationEvent:
     """One step of a request's output: the text added since the previous event.
@@ -70,7 +86,7 @@ class GenerationEvent:
     completion_tokens: int
     finish_reason: FinishReason | None = None
     error: str | None = None  # set when finish_reason == "error"
-    queued_s: float | None = None  # on the first event: seconds from submission to the first engine step
+    timeline: RequestTimeline | None = None  # on the first event
 
 
 @dataclass(frozen=True)

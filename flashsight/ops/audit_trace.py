@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import HTTPConnection
 
 if TYPE_CHECKING:
-    from flashsight.engine.types import ChatRequest, GenerationEvent
+    from flashsight.engine.types import ChatRequest, GenerationEvent, RequestTimeline
     from flashsight.server.schemas import ChatCompletionRequest
 
 TRACE_STATE = "operations_trace"
+
+# The stages of a request's time to first token, in order: they add up to it.
+PHASES = ("receive", "handoff", "prepare", "queue", "prefill", "delivery")
 
 
 @dataclass
@@ -33,7 +36,8 @@ class RequestTrace:
     token_gaps: list[float] = field(default_factory=list)  # seconds between successive output events
     output: list[str] = field(default_factory=list)
     last_event: GenerationEvent | None = None
-    queued_s: float | None = None
+    handed_at: float | None = None  # when the request went to the engine
+    timeline: RequestTimeline | None = None  # the engine's side of the first token
     generation_closed_early: bool = False  # the iterator was closed before the engine finished
 
     def saw_body(self, body: ChatCompletionRequest) -> None:
@@ -44,6 +48,7 @@ class RequestTrace:
     ) -> AsyncIterator[GenerationEvent]:
         """The engine's events, passed through unchanged; closing this closes them."""
         self.chat_request = chat_request
+        self.handed_at = time.monotonic()  # the engine client sends the request on the first `anext`
         try:
             async for event in events:
                 self._saw_event(event)
@@ -55,8 +60,8 @@ class RequestTrace:
 
     def _saw_event(self, event: GenerationEvent) -> None:
         now = time.monotonic()
-        if event.queued_s is not None:
-            self.queued_s = event.queued_s
+        if event.timeline is not None:
+            self.timeline = event.timeline
         if event.token_ids:
             if self.first_token_at is None:
                 self.first_token_at = now
@@ -69,6 +74,22 @@ class RequestTrace:
     @property
     def ttft_s(self) -> float | None:
         return None if self.first_token_at is None else self.first_token_at - self.started
+
+    @property
+    def queued_s(self) -> float | None:
+        return None if self.timeline is None else self.timeline.queued_s
+
+    def phases(self) -> dict[str, float]:
+        """Where the time to first token went (`PHASES`), in seconds; empty until it is known.
+        receive: the server reading, checking and decoding the request; handoff: the way to the
+        engine (its process's pipe, when supervised); prepare: tokens and pixels; queue: waiting
+        for a step; prefill: the steps up to the first token; delivery: that token's way back."""
+        line = self.timeline
+        if line is None or self.handed_at is None or self.first_token_at is None:
+            return {}
+        marks = (self.started, self.handed_at, line.received, line.prepared, line.scheduled, line.first_token,
+                 self.first_token_at)  # fmt: skip
+        return {phase: max(0.0, end - start) for phase, start, end in zip(PHASES, marks, marks[1:])}
 
     def generation_fields(self) -> dict[str, Any]:
         """The output side of the record; empty when the request never reached the engine."""
@@ -85,6 +106,8 @@ class RequestTrace:
             fields["queue_s"] = round(self.queued_s, 6)
         if self.ttft_s is not None:
             fields["ttft_s"] = round(self.ttft_s, 6)
+        if phases := self.phases():
+            fields["ttft_phases_s"] = {phase: round(seconds, 6) for phase, seconds in phases.items()}
         return fields
 
 

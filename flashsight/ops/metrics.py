@@ -63,6 +63,9 @@ class ServerMetrics:
                                  buckets=_REQUEST_BUCKETS, registry=r)  # fmt: skip
         self.queue_time = Histogram("flashsight_queue_time_seconds", "Time a request waited for the engine.",
                                     buckets=_TTFT_BUCKETS, registry=r)  # fmt: skip
+        self.phases = Histogram("flashsight_time_to_first_token_phase_seconds",
+                                "The time to first token by stage (receive, handoff, prepare, queue, prefill, delivery).",
+                                ["phase"], buckets=_TTFT_BUCKETS, registry=r)  # fmt: skip
         self.prompt_tokens = Counter("flashsight_prompt_tokens", "Prompt tokens of finished requests.", registry=r)
         self.completion_tokens = Counter("flashsight_generation_tokens", "Tokens generated.", registry=r)
         r.register(_StateCollector(app_state))
@@ -76,6 +79,8 @@ class ServerMetrics:
             self.inter_token.observe(gap)
         if trace.queued_s is not None:
             self.queue_time.observe(trace.queued_s)
+        for phase, seconds in trace.phases().items():
+            self.phases.labels(phase=phase).observe(seconds)
         if trace.last_event is not None:
             self.prompt_tokens.inc(trace.last_event.prompt_tokens)
             self.completion_tokens.inc(trace.last_event.completion_tokens)
