@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import aiohttp
 import httpx
 import pytest
 from PIL import Image
@@ -239,19 +240,24 @@ def test_first_token_is_the_first_text_of_answer_or_thinking():
         StreamTally().read(json.dumps({"error": {"message": "engine failed", "type": "server_error"}}), now=1.0)
 
 
-def sse_server(status: int, body: bytes, content_type: str = "text/event-stream") -> httpx.AsyncClient:
-    """A client whose transport answers every request with these bytes: hand-written server input."""
+def send_to(status: int, body: bytes, content_type: str = "text/event-stream") -> RequestResult:
+    """One `send` to a loopback server that answers with exactly these bytes: hand-written server
+    input, over a real socket."""
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, headers={"content-type": content_type}, content=body)
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        await reader.readexactly(length)
+        writer.write(f"HTTP/1.1 {status} Answer\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
+                     "connection: close\r\n\r\n".encode() + body)  # fmt: skip
+        await writer.drain()
+        writer.close()
 
-    return httpx.AsyncClient(transport=httpx.MockTransport(answer))
-
-
-def send_to(client: httpx.AsyncClient) -> RequestResult:
     async def go() -> RequestResult:
-        async with client:
-            return await send(client, "http://server/v1/chat/completions", PreparedRequest(0, b"{}", 0))
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
+        async with server, aiohttp.ClientSession() as session:
+            return await send(session, url, PreparedRequest(0, b"{}", 0))
 
     return asyncio.run(go())
 
@@ -261,18 +267,32 @@ def test_sse_stream_with_crlf_pings_odd_chunks_and_no_usage_counts_chunks():
             b"data: {\"choices\": [{\"delta\": {\"content\": \"a\"}}]}\r\n\r\n"
             b"data: {\"choices\": {\"odd\": true}, \"error\": null}\r\n\r\n"
             b"data: {\"choices\": [{\"delta\": {\"content\": \"b\"}}]}\r\n\r\ndata: [DONE]\r\n\r\n")  # fmt: skip
-    result = send_to(sse_server(200, body))
+    result = send_to(200, body)
     assert result.ok and result.output_tokens == 2 and result.usage_reported is False
     assert 0 < result.ttft_s <= result.e2e_s
 
 
 def test_http_error_and_cut_stream_become_clear_messages():
     error = json.dumps({"error": {"message": "bad image", "type": "invalid_request_error"}}).encode()
-    assert send_to(sse_server(400, error, "application/json")).error == "HTTP 400: bad image"
-    cut = send_to(sse_server(200, b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n'))
+    assert send_to(400, error, "application/json").error == "HTTP 400: bad image"
+    cut = send_to(200, b'data: {"choices": [{"delta": {"content": "a"}}]}\n\n')
     assert not cut.ok and cut.error == "the stream ended without [DONE]"
-    not_sse = send_to(sse_server(200, b'{"choices": []}', "application/json"))
+    not_sse = send_to(200, b'{"choices": []}', "application/json")
     assert not not_sse.ok and "text/event-stream" in not_sse.error
+
+
+def test_events_are_read_across_chunk_boundaries_as_the_sse_spec_says():
+    """Lines end in CRLF, LF or CR, even when a read splits a CRLF or a UTF-8 character; data
+    lines join with LF; comments, other fields and events without data are not events."""
+    from flashsight.bench.sse import EventData
+
+    stream = ': hi\r\nevent: ping\r\n\r\ndata: one\r\ndata:two\r\n\r\ndata: caf\u00e9\rid: 7\r\rdata: x\n\n'.encode()
+    for cut in range(1, len(stream)):
+        events = EventData()
+        assert events.feed(stream[:cut]) + events.feed(stream[cut:]) == ["one\ntwo", "caf\u00e9", "x"], cut
+    events = EventData()
+    assert [data for byte in stream for data in events.feed(bytes([byte]))] == ["one\ntwo", "caf\u00e9", "x"]
+    assert EventData().feed(b"data: unfinished\n") == []  # no blank line yet: not an event
 
 
 def test_gpus_are_read_only_for_a_server_on_this_machine():

@@ -7,14 +7,14 @@ import asyncio
 import time
 from collections.abc import Sequence
 
-import httpx
+import aiohttp
 
 from flashsight.bench.client import RequestResult, send
 from flashsight.bench.workloads import PreparedRequest
 
 
 async def closed_loop(
-    client: httpx.AsyncClient, url: str, requests: Sequence[PreparedRequest], concurrency: int
+    session: aiohttp.ClientSession, url: str, requests: Sequence[PreparedRequest], concurrency: int
 ) -> tuple[list[RequestResult], float]:
     """Send every request, at most `concurrency` at a time; the results (in request order) and the
     wall time from the first send to the last stream's end."""
@@ -23,7 +23,7 @@ async def closed_loop(
 
     async def one_client() -> None:
         for request in queue:  # a shared iterator: each request goes to whichever client is free
-            results.append(await send(client, url, request))
+            results.append(await send(session, url, request))
 
     start = time.perf_counter()
     await asyncio.gather(*(one_client() for _ in range(min(concurrency, len(requests)))))

@@ -6,9 +6,9 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 
-from flashsight.bench.client import RequestResult, error_message, send
+from flashsight.bench.client import RequestResult, http_error, send
 from flashsight.bench.environment import environment, gpus
 from flashsight.bench.loadgen import closed_loop
 from flashsight.bench.stats import LevelSummary, summarise
@@ -68,57 +68,55 @@ class BenchReport:
 
 async def run_benchmark(settings: BenchSettings, progress: Progress) -> BenchReport:
     base_url = settings.base_url.rstrip("/")
-    async with _client(settings) as client:
-        model = settings.model or await first_model(client, base_url)
+    chat_url = f"{base_url}/chat/completions"
+    async with _client(settings, 1) as session:
+        model = settings.model or await first_model(session, base_url)
         factory = RequestFactory(settings.workload, RequestOptions(model, settings.thinking), settings.seed)
-        chat_url = f"{base_url}/chat/completions"
         progress.started(model)
         report = BenchReport(settings.public() | {"model": model}, environment(base_url, model), {})
-        warmup = await send(client, chat_url, factory.prepare_one(0))  # not counted, as the anchors do
+        warmup = await send(session, chat_url, factory.prepare_one(0))  # not counted, as the anchors do
         report.warmup = _warmup_record(warmup)
-        next_index = 1
-        for concurrency in settings.concurrency:
-            prepared = factory.prepare(range(next_index, next_index + settings.requests_at(concurrency)))
-            next_index += len(prepared)
-            results, duration = await closed_loop(client, chat_url, prepared, concurrency)
-            summary = summarise(concurrency, results, duration, statistics.fmean(p.jpeg_bytes for p in prepared))
-            progress.level_done(summary)
-            report.levels.append(_level_record(summary, results, report.environment["server_is_local"]))
+    next_index = 1
+    for concurrency in settings.concurrency:
+        prepared = factory.prepare(range(next_index, next_index + settings.requests_at(concurrency)))
+        next_index += len(prepared)
+        # Fresh connections per level: while the bodies were built, the server may have closed
+        # the idle ones (uvicorn does after 5 s), and a POST on such a one fails.
+        async with _client(settings, concurrency) as session:
+            results, duration = await closed_loop(session, chat_url, prepared, concurrency)
+        summary = summarise(concurrency, results, duration, statistics.fmean(p.jpeg_bytes for p in prepared))
+        progress.level_done(summary)
+        report.levels.append(_level_record(summary, results, report.environment["server_is_local"]))
     return report
 
 
-async def first_model(client: httpx.AsyncClient, base_url: str) -> str:
+async def first_model(session: aiohttp.ClientSession, base_url: str) -> str:
     url = f"{base_url}/models"
     try:
-        response = await client.get(url)
-    except httpx.TransportError as exc:
+        async with session.get(url, allow_redirects=False) as response:
+            if response.status != 200:
+                hint = "is --base-url the API root, e.g. http://host:port/v1?" if response.status == 404 else "or give --model"
+                raise BenchError(f"GET {url} answered {await http_error(response)}; {hint}")
+            listing = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise BenchError(f"could not reach {url} ({reason}); is --base-url right?") from exc
-    if response.status_code != 200:
-        hint = "is --base-url the API root, e.g. http://host:port/v1?" if response.status_code == 404 else "or give --model"
-        raise BenchError(f"GET {url} answered HTTP {response.status_code}: {_body_message(response)}; {hint}")
+    except ValueError as exc:
+        raise BenchError(f"GET {url} listed no model; give --model") from exc
     try:
-        return str(response.json()["data"][0]["id"])
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        return str(listing["data"][0]["id"])
+    except (KeyError, IndexError, TypeError) as exc:
         raise BenchError(f"GET {url} listed no model; give --model") from exc
 
 
-def _client(settings: BenchSettings) -> httpx.AsyncClient:
-    most = max(settings.concurrency, default=1)
+def _client(settings: BenchSettings, connections: int) -> aiohttp.ClientSession:
     headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
-    return httpx.AsyncClient(
+    return aiohttp.ClientSession(
         headers=headers,
-        timeout=httpx.Timeout(settings.timeout_s, connect=CONNECT_TIMEOUT_S),
-        limits=httpx.Limits(max_connections=most, max_keepalive_connections=most),
+        timeout=aiohttp.ClientTimeout(total=settings.timeout_s, connect=CONNECT_TIMEOUT_S),
+        connector=aiohttp.TCPConnector(limit=connections),  # one per client, kept alive
         trust_env=False,  # a proxy from the environment would sit between the client and the server
     )
-
-
-def _body_message(response: httpx.Response) -> str:
-    try:
-        return error_message(response.json())
-    except ValueError:
-        return response.text[:200].strip() or response.reason_phrase
 
 
 def _warmup_record(result: RequestResult) -> dict[str, Any]:
