@@ -18,8 +18,8 @@ class EngineStats:
     finished_requests: int = 0
     aborted_requests: int = 0
     steps: int = 0  # batches the model ran: the supervisor's watchdog watches it move
-    # How work is batched: prompts arriving one by one make many small mixed steps, each paying
-    # for the weights and the eager path again, where arrivals together share one.
+    # How work was batched, to set one load beside another (HTTP against in-process, say): a
+    # step reads every weight once, so fewer rows a step means more reads for the same tokens.
     mixed_steps: int = 0  # steps with a prompt chunk in them (the rest are all decodes)
     batched_rows: int = 0  # sequences summed over steps: divided by steps, the mean batch
     prompt_tokens_computed: int = 0  # in chunks of more than one token
