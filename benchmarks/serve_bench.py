@@ -10,8 +10,9 @@ used during it (per second of wall time, with its busiest threads: a thread near
 saturated); writes each level's JSON, the engine's `GET /v1/status` after it, and the server's log
 under --out. A run may name its request count (`W2:100:600`). `--py-spy S` records S seconds of
 the server, the engine process and the load generator (py-spy, raw folded stacks per thread)
-during each level above concurrency 1, starting `--py-spy-delay` seconds in (after the load
-generator has built its requests). Exits non-zero as soon as the server dies or never gets ready,
+during each level above concurrency 1, starting `--py-spy-delay` seconds after the load does
+(when the engine first holds more than one request: the load generator builds its requests
+first, which takes seconds for W1's photos). Exits non-zero as soon as the server dies or never gets ready,
 so a broken install costs seconds, not the readiness timeout.
 """
 
@@ -39,7 +40,7 @@ def main() -> int:
     parser.add_argument("--runs", nargs="+", default=["W1:1", "W1-repeat:1", "W2:1", "W1:100", "W2:100"],
                         help="workload:concurrency[:requests], in order")  # fmt: skip
     parser.add_argument("--py-spy", type=float, default=0.0, metavar="S", help="profile loaded levels for S seconds")
-    parser.add_argument("--py-spy-delay", type=float, default=5.0, metavar="S")
+    parser.add_argument("--py-spy-delay", type=float, default=2.0, metavar="S", help="after the load starts")
     parser.add_argument("--ready-timeout", type=float, default=300.0)
     parser.add_argument("serve_args", nargs=argparse.REMAINDER, help="after --: more `flashsight serve` arguments")
     args = parser.parse_args()
@@ -104,7 +105,7 @@ def bench(port: int, workload: str, concurrency: str, requests: list[str], out: 
     command += ["--requests", requests[0]] if requests else []
     with open(out / f"{name}.log", "w") as log:
         client = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
-        if profile_s:
+        if profile_s and wait_for_load(port, client):
             time.sleep(delay_s)
             profile(pids | {"client": client.pid}, profile_s, out, name)
         client.wait()
@@ -113,6 +114,17 @@ def bench(port: int, workload: str, concurrency: str, requests: list[str], out: 
     if client.returncode:
         print(f"bench exit status {client.returncode}", flush=True)
     return client.returncode
+
+
+def wait_for_load(port: int, client: subprocess.Popen, timeout_s: float = 120.0) -> bool:
+    """Until the engine holds more than one request (the warm-up is one), or the client exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and client.poll() is None:
+        engine = (status(port) or {}).get("engine") or {}
+        if engine.get("running_requests", 0) + engine.get("waiting_requests", 0) > 1:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def profile(pids: dict, seconds: float, out: Path, name: str) -> None:
