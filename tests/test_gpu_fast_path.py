@@ -178,6 +178,13 @@ def test_pictures_uploaded_from_pinned_memory_process_as_the_processor_does(engi
     rgba = Image.fromarray(pixels).convert("RGBA")
     prompt = builder.build([{"role": "user", "content": [{"type": "image", "image": rgba}]}], {})
     assert prompt.pixel_values is not None and prompt.pixel_values.is_cuda
+    # the same picture as it crosses from the server's process, as raw bytes
+    from flashsight.engine.types import Picture
+
+    image = Image.fromarray(pixels)
+    as_image = builder.build([{"role": "user", "content": [{"type": "image", "image": image}]}], {})
+    as_bytes = builder.build([{"role": "user", "content": [{"type": "image", "image": Picture.of(image)}]}], {})
+    assert torch.equal(as_bytes.pixel_values, as_image.pixel_values) and as_bytes.image_hashes == as_image.image_hashes
 
 
 def test_a_step_is_sampled_without_waiting_for_the_gpu():

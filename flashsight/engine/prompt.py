@@ -15,6 +15,7 @@ import torch
 
 from flashsight.engine.errors import InvalidRequestError
 from flashsight.engine.model.positions import next_position, prompt_positions
+from flashsight.engine.types import Picture
 
 
 @dataclass
@@ -63,16 +64,18 @@ class PromptBuilder:
     ) -> PreparedPrompt:
         template_messages, images = split_images(messages)
         text = self.render(template_messages, template_kwargs, tools)
-        raws = [image.tobytes() for image in images]  # read once: hashed, and uploaded if RGB
+        # read once: hashed, and uploaded if RGB (a Picture is its bytes already)
+        raws = [image.data if isinstance(image, Picture) else image.tobytes() for image in images]
         hashes = [self._hashing.submit(image_hash, image, raw) for image, raw in zip(images, raws)]
         on_device = images and self._image_stream is not None
         try:
             with self._encode_lock, torch.cuda.stream(self._image_stream if on_device else None):
                 options = {"device": str(self.image_device)} if on_device else {}
-                inputs = images
                 if on_device and all(getattr(image, "mode", None) == "RGB" for image in images):
                     inputs = [self._upload(image, raw) for image, raw in zip(images, raws)]
                     options["input_data_format"] = "channels_first"
+                else:  # the processor's own path takes PIL images
+                    inputs = [image.to_image() if isinstance(image, Picture) else image for image in images]
                 encoded = self.processor(text=[text], images=inputs or None, return_tensors="pt", **options)
                 pixels = encoded.get("pixel_values")
                 if pixels is not None and self.image_dtype is not None:

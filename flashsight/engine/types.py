@@ -6,7 +6,7 @@ Everything here is plain data (picklable), so the engine can run in another proc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 FinishReason = Literal["stop", "length", "abort", "error"]
 
@@ -46,7 +46,8 @@ class ChatRequest:
     """An OpenAI-style conversation, ready for the model.
 
     `messages` follow OpenAI's shape, except that each image part is
-    `{"type": "image", "image": <PIL.Image.Image in RGB>}`: fetching and decoding happened before.
+    `{"type": "image", "image": <PIL.Image.Image in RGB, or a Picture>}`: fetching and decoding
+    happened before.
     `tools` are OpenAI tool definitions, rendered by the chat template.
     """
 
@@ -55,6 +56,33 @@ class ChatRequest:
     sampling: SamplingParams
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     tools: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A decoded RGB picture as its raw bytes (row-major, 3 a pixel): how an image crosses to the
+    engine's process. A PIL image would cross as its `tobytes()`, be rebuilt on the other side,
+    and be turned into bytes again by the prompt builder; a Picture's bytes are made once."""
+
+    width: int
+    height: int
+    data: bytes
+    mode: ClassVar[str] = "RGB"
+
+    @classmethod
+    def of(cls, image: Any) -> Picture:
+        """An RGB PIL image's pixels."""
+        return cls(image.width, image.height, image.tobytes())
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.width, self.height)
+
+    def to_image(self) -> Any:
+        """As a PIL image (a copy), for code that needs one."""
+        from PIL import Image
+
+        return Image.frombytes(self.mode, self.size, self.data)
 
 
 @dataclass(frozen=True)

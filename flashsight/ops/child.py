@@ -3,6 +3,7 @@ reading, and what its heartbeats said. No torch here: the process is started wit
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import queue
@@ -11,8 +12,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from PIL import Image
+
 from flashsight.engine.config import EngineConfig
-from flashsight.engine.types import ModelInfo
+from flashsight.engine.types import ChatRequest, ModelInfo, Picture
 from flashsight.ops.messages import WorkerOptions
 from flashsight.ops.worker import run_worker
 
@@ -92,6 +95,11 @@ class EngineProcess:
 
     def _send_all(self) -> None:
         while (message := self._outbox.get()) is not None:
+            if message[0] == "generate":
+                try:
+                    message = (*message[:2], with_pictures(message[2]))
+                except Exception:  # never leave this thread: the images still cross, as PIL images
+                    log.exception("a request's images could not be turned into pictures")
             try:
                 self.conn.send(message)
             except (OSError, ValueError):  # the process is gone; the reading thread says so
@@ -121,3 +129,22 @@ class EngineProcess:
         if idle or self.snapshot["steps"] != steps:
             self._progress_at = now
         self._heard_at = now
+
+
+def with_pictures(request: ChatRequest) -> ChatRequest:
+    """The request with its RGB PIL images as `Picture`s, to cross the pipe as their bytes (the
+    server's own request keeps its images: the audit record reads them)."""
+    messages = [_with_pictures(message) for message in request.messages]
+    return dataclasses.replace(request, messages=messages)
+
+
+def _with_pictures(message: dict[str, Any]) -> dict[str, Any]:
+    content = message.get("content")
+    if not isinstance(content, list) or not any(part.get("type") == "image" for part in content):
+        return message
+    parts = [{**part, "image": Picture.of(part["image"])} if _rgb_image(part) else part for part in content]
+    return {**message, "content": parts}
+
+
+def _rgb_image(part: dict[str, Any]) -> bool:
+    return part.get("type") == "image" and isinstance(part.get("image"), Image.Image) and part["image"].mode == "RGB"
