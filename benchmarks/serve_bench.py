@@ -59,8 +59,9 @@ def main() -> int:
                 return 1
             print(f"serve: ready {time.monotonic() - started:.1f} s after launch", flush=True)
             failed = 0
-            engine_pid = (status(args.port) or {}).get("engine", {}).get("engine_pid")
-            counters = engine_counters(args.port)
+            snapshot = status(args.port) or {}
+            engine_pid = snapshot.get("engine", {}).get("engine_pid")
+            counters = engine_counters(args.port, snapshot)
             for run in args.runs:
                 workload, concurrency, *requests = run.split(":")
                 name = f"http-{workload}-c{concurrency}"
@@ -74,9 +75,10 @@ def main() -> int:
                 used = client.ru_utime + client.ru_stime - client_before.ru_utime - client_before.ru_stime
                 lines = [busy_line(label, before[label], thread_cpu(pid), wall) for label, pid in pids.items() if pid]
                 print(f"cpu over {wall:.1f} s: " + "; ".join(lines) + f"; load generator {used / wall:.2f} CPU/s", flush=True)
-                counters, previous = engine_counters(args.port), counters
+                snapshot = status(args.port) or {}
+                (args.out / f"{name}-status.json").write_text(json.dumps(snapshot, indent=1))  # beside in-process figures
+                counters, previous = engine_counters(args.port, snapshot), counters
                 print(batching_line(previous, counters), flush=True)
-                save_status(args.port, args.out / f"http-{workload}-c{concurrency}-status.json")
                 if server.poll() is not None:
                     print(f"serve: exited during {run} (status {server.returncode})", flush=True)
                     return 1
@@ -150,10 +152,11 @@ def status(port: int) -> dict | None:
         return None
 
 
-def engine_counters(port: int) -> dict[str, float]:
-    """The engine's step counters (/v1/status) and the server's own TTFT and queue-time sums and
-    counts (/metrics): subtracted between levels, what one level did."""
-    found = {key: float(value) for key, value in ((status(port) or {}).get("engine") or {}).items()
+def engine_counters(port: int, snapshot: dict) -> dict[str, float]:
+    """The engine's step counters (from `snapshot`, a /v1/status answer) and the server's own sums
+    and counts of TTFT, its stages and request time (/metrics): subtracted between levels, what
+    one level did."""
+    found = {key: float(value) for key, value in (snapshot.get("engine") or {}).items()
              if key in ("steps", "mixed_steps", "batched_rows", "prompt_tokens_computed", "finished_requests")}  # fmt: skip
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
@@ -187,12 +190,6 @@ def batching_line(before: dict[str, float], after: dict[str, float]) -> str:
     parts = ", ".join(f"{name.removeprefix('phase ')} {mean_ms(name)}" for name in phases)
     line += f"; server means (ms): TTFT {mean_ms('time_to_first_token')} ({parts}), request {mean_ms('request_duration')}"
     return line
-
-
-def save_status(port: int, path: Path) -> None:
-    """After a level, to read it beside the in-process benchmark's."""
-    if (found := status(port)) is not None:
-        path.write_text(json.dumps(found, indent=1))
 
 
 def stop(server: subprocess.Popen) -> None:
