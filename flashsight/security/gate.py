@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Callable
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
@@ -143,11 +144,15 @@ class SecurityGate:
             await exchange.reject(scope, APIError(429, message, code="too_many_concurrent_requests",
                                                   headers={"Retry-After": "1"}))  # fmt: skip
             return
+        if counted:
+            # Free the slot as the response's last byte goes out, before the client can see the
+            # end: a client that sends its next request then must find the slot free, however
+            # long the finished request's task takes to unwind on a busy event loop.
+            exchange.on_complete = lambda: self.layer.leave(slot)
         try:
             await exchange.run(self.app, scope, self.layer.settings.request_timeout_s)
         finally:
-            if counted:
-                self.layer.leave(slot)
+            exchange.complete()
         failed = exchange.timed_out or is_failure(exchange.status)
         self.layer.record_outcome(connection, client_ip, exchange.status, failed)
 
@@ -173,7 +178,13 @@ class _Exchange:
         self.extra_headers: dict[str, str] = {}
         self.status = 0
         self.timed_out = self.body_timed_out = False
+        self.on_complete: Callable[[], None] | None = None  # called once, when the response ends
         self._deadline: float | None = None
+
+    def complete(self) -> None:
+        on_complete, self.on_complete = self.on_complete, None
+        if on_complete is not None:
+            on_complete()
 
     async def receive(self) -> Message:
         if self.body_done:
@@ -196,6 +207,8 @@ class _Exchange:
             headers = MutableHeaders(scope=message)
             for name, value in {**SECURITY_HEADERS, **self.extra_headers}.items():
                 headers[name] = value
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.complete()
         await self._send(message)
 
     async def run(self, app: ASGIApp, scope: Scope, timeout_s: float) -> None:
