@@ -10,11 +10,13 @@ from flashsight.engine.protocol import EngineClient
 from flashsight.server.conversion import RequestConverter
 
 
-def _engine(request: Request) -> EngineClient:
+# Async, though they only read app.state: FastAPI runs a plain `def` dependency in the thread
+# pool, two hops per request that queue behind image decoding and audit writes under load.
+async def _engine(request: Request) -> EngineClient:
     return request.app.state.engine
 
 
-def _converter(request: Request) -> RequestConverter:
+async def _converter(request: Request) -> RequestConverter:
     return request.app.state.converter
 
 
