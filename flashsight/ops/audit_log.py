@@ -1,10 +1,12 @@
 """The audit log: append-only JSONL files, one record a line, each on disk before `write` returns.
 
-Every record is written, flushed and fsync'd on its own (the file is opened for each one, so a log
-file removed or replaced by an operator is simply started again), so a crash loses nothing. Files
-rotate by size and by (UTC) day; files not written for `retention_days` are deleted. A record that
-cannot be written (a full disk, an unwritable directory) is counted and makes the log `failing`
-until the next record goes through; the server decides whether to keep serving.
+Every record is on disk (written, flushed and fsync'd) before its `write` returns, so a crash loses
+nothing. Writes commit as a group: records that arrive while a write is in progress share the next
+fsync, one line each (the file is opened for each commit, so a log file removed or replaced by an
+operator is simply started again). Files rotate by size and by (UTC) day; files not written for
+`retention_days` are deleted. A record that cannot be written (a full disk, an unwritable
+directory) is counted and makes the log `failing` until the next record goes through; the server
+decides whether to keep serving.
 """
 
 from __future__ import annotations
@@ -49,7 +51,10 @@ class AuditLog:
         self.records_written = 0
         self.write_failures = 0
         self.failing = False
-        self._lock = threading.Lock()
+        self.commits = 0  # batches fsync'd: records_written / commits records share an fsync
+        self._lock = threading.Lock()  # held by the one thread committing a batch
+        self._pending_lock = threading.Lock()  # held only to add to or take the pending list
+        self._pending: list[_Pending] = []
         self._current: LogFile | None = None
         self._lines = 0  # lines in the current file (the next record's line number is one more)
         self._size = 0  # bytes of the current file that hold complete lines
@@ -65,20 +70,20 @@ class AuditLog:
     def write(self, record: dict[str, Any]) -> bool:
         """Append one record (a `time` is added when missing); False if it could not be written."""
         entry = {"time": self.timestamp(), **without_secrets(record)}
+        # Serialized here, so a record that cannot be turned into JSON fails its own caller only.
+        pending = _Pending(json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str))
+        with self._pending_lock:
+            self._pending.append(pending)
         with self._lock:
-            try:
-                self._append(entry)
-            except OSError as exc:
-                self.write_failures += 1
-                if not self.failing:
-                    logger.error("the audit log cannot be written (%s): records are being lost", exc.strerror or exc)
-                self.failing = True
-                return False
-            if self.failing:
-                logger.warning("the audit log is being written again")
-            self.failing = False
-            self.records_written += 1
-            return True
+            # A thread that held this lock before us may have taken our record into its batch; it
+            # then held the lock until the batch was on disk (or failed), so the outcome is known.
+            if not pending.taken:
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                for each in batch:
+                    each.taken = True
+                self._commit(batch)
+        return pending.written
 
     def close(self) -> None:
         """Wait for a write in progress; every record written is already on disk."""
@@ -88,19 +93,36 @@ class AuditLog:
     def timestamp(self) -> str:
         return datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="milliseconds")
 
-    def _append(self, entry: dict[str, Any]) -> None:
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            self._append([each.text for each in batch])
+        except OSError as exc:
+            self.write_failures += len(batch)
+            if not self.failing:
+                logger.error("the audit log cannot be written (%s): records are being lost", exc.strerror or exc)
+            self.failing = True
+            return
+        if self.failing:
+            logger.warning("the audit log is being written again")
+        self.failing = False
+        self.records_written += len(batch)
+        self.commits += 1
+        for each in batch:
+            each.written = True
+
+    def _append(self, texts: list[str]) -> None:
         target = self._target()
-        text = json.dumps(entry, ensure_ascii=False, separators=(",", ":"), default=str)
         if self.cipher is not None:
-            text = self.cipher.seal(text, target.name, self._lines + 1)
-        data = (text + "\n").encode()
+            # Each line is sealed to its own place, so records cannot be moved about unnoticed.
+            texts = [self.cipher.seal(text, target.name, self._lines + n) for n, text in enumerate(texts, start=1)]
+        data = "".join(text + "\n" for text in texts).encode()
         with open(target.path, "ab") as file:
             if file.tell() > self._size:
                 file.truncate(self._size)  # the torn end of a write that failed
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        self._lines += 1
+        self._lines += len(texts)
         self._size += len(data)
 
     def _target(self) -> LogFile:
@@ -155,6 +177,17 @@ class AuditLog:
 
     def _today(self) -> str:
         return datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%d")
+
+
+class _Pending:
+    """A record waiting for a commit; `written` stays False unless its batch reached the disk."""
+
+    __slots__ = ("taken", "text", "written")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.taken = False  # set, under the commit lock, by the thread that commits it
+        self.written = False
 
 
 def without_secrets(value: Any) -> Any:
