@@ -3,6 +3,8 @@ values move with traffic. Each app counts in its own registry."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -13,7 +15,8 @@ SERIES = (
     "flashsight_kv_cache_blocks_used", "flashsight_kv_cache_usage_ratio", "flashsight_prefix_cache_hit_rate",
     "flashsight_image_cache_hit_rate", "flashsight_gpu_memory_used_bytes", "flashsight_engine_restarts",
     "flashsight_rate_limit_rejections", "flashsight_bans", "flashsight_banned_clients", "flashsight_audit_records",
-    "flashsight_time_to_first_token_phase_seconds",
+    "flashsight_time_to_first_token_phase_seconds", "flashsight_event_loop_lag_seconds",
+    "flashsight_audit_write_seconds", "flashsight_audit_commits",
 )  # fmt: skip
 PHASES = ("receive", "handoff", "prepare", "queue", "prefill", "delivery")
 
@@ -66,8 +69,16 @@ def test_values_move_with_traffic(live_server, client, model_id):
     phase_sum = sum(grew(f'flashsight_time_to_first_token_phase_seconds_sum{{phase="{phase}"}}') for phase in PHASES)
     assert abs(phase_sum - grew("flashsight_time_to_first_token_seconds_sum")) < 1e-3
     assert grew("flashsight_audit_records_total") >= 4
+    assert 1 <= grew("flashsight_audit_commits_total") <= grew("flashsight_audit_records_total")
+    assert grew("flashsight_event_loop_lag_seconds_count") > 0  # the probe runs all the time
     assert after["flashsight_kv_cache_blocks_total"] > 0
     assert after["flashsight_engine_restarts_total"] >= 0
+    # The last record may still be on its way to disk after its answer was sent.
+    deadline = time.monotonic() + 10
+    while grew("flashsight_audit_write_seconds_count") < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        after = scrape(live_server)
+    assert grew("flashsight_audit_write_seconds_count") == 4
 
 
 def test_the_engine_gauges_follow_the_engine(live_server, client, model_id):

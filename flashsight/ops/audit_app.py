@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from flashsight.ops.audit_crypto import AuditKeyError, RecordCipher, parse_key, read_key_file
 from flashsight.ops.audit_log import AuditLog
 from flashsight.ops.audit_middleware import OperationsMiddleware
+from flashsight.ops.loop_lag import LoopLagProbe
 from flashsight.ops.metrics import ServerMetrics
 from flashsight.ops.metrics import router as metrics_router
 
@@ -25,6 +26,7 @@ def install_operations(app: FastAPI, settings: ServerSettings) -> None:
     """Contract 6: `app.state.audit` offers `record_event(kind, **fields)` (None when the log is off)."""
     app.state.audit = audit_log(settings) if settings.audit_enabled else None
     app.state.metrics = ServerMetrics(app.state)
+    app.state.loop_lag = LoopLagProbe(app.state.metrics.loop_lag)
     app.state.metrics_server = None
     refuse = settings.audit_on_failure == "refuse"
     app.add_middleware(OperationsMiddleware, include_images=settings.audit_include_images, refuse_on_failure=refuse)
@@ -54,7 +56,9 @@ def audit_key(settings: ServerSettings) -> bytes | None:
 
 
 def start_operations(app: FastAPI) -> None:
-    """At start-up: the metrics admin port, when one is configured (it has no auth: bind it privately)."""
+    """At start-up, in the server's loop: the loop's lag probe, and the metrics admin port when one
+    is configured (it has no auth: bind it privately)."""
+    app.state.loop_lag.start()
     settings: ServerSettings = app.state.settings
     if settings.metrics_enabled and settings.metrics_port is not None:
         from prometheus_client import start_http_server
@@ -64,7 +68,9 @@ def start_operations(app: FastAPI) -> None:
 
 
 async def stop_operations(app: FastAPI) -> None:
-    """At shutdown, after the last request: stop the admin port and wait for the log's last write."""
+    """At shutdown, after the last request: stop the probe and the admin port, and wait for the
+    log's last write."""
+    await app.state.loop_lag.stop()
     server = app.state.metrics_server
     if server is not None:
         await anyio.to_thread.run_sync(server.shutdown)

@@ -63,7 +63,8 @@ class OperationsMiddleware:
         return not await anyio.to_thread.run_sync(audit.record_event, "audit_resumed")
 
     async def _finish(self, request: Request, trace: RequestTrace, response: _ResponseWatch) -> None:
-        duration = time.monotonic() - trace.started
+        ended = time.monotonic()
+        duration = ended - trace.started
         state = request.app.state
         state.metrics.observe(trace, response.status, duration)
         if state.audit is None:
@@ -73,6 +74,7 @@ class OperationsMiddleware:
             await anyio.to_thread.run_sync(self._write, state.audit, trace, fields)
         except Exception:
             logger.exception("an audit record could not be built")
+        state.metrics.audit_write.observe(time.monotonic() - ended)
 
     def _outcome(self, request: Request, trace: RequestTrace, response: _ResponseWatch) -> dict[str, Any]:
         fields: dict[str, Any] = {"kind": "request", "request_id": f"req-{uuid.uuid4().hex}"}

@@ -20,6 +20,7 @@ logger = logging.getLogger("flashsight.metrics")
 _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _INTER_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 _REQUEST_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_SHORT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 # Engine snapshot fields exported as gauges: (snapshot key, metric name, help).
 _ENGINE_GAUGES = (
@@ -66,6 +67,12 @@ class ServerMetrics:
         self.phases = Histogram("flashsight_time_to_first_token_phase_seconds",
                                 "The time to first token by stage (receive, handoff, prepare, queue, prefill, delivery).",
                                 ["phase"], buckets=_TTFT_BUCKETS, registry=r)  # fmt: skip
+        self.loop_lag = Histogram("flashsight_event_loop_lag_seconds",
+                                  "How much later than due the server's event loop ran a timer.",
+                                  buckets=_SHORT_BUCKETS, registry=r)  # fmt: skip
+        self.audit_write = Histogram("flashsight_audit_write_seconds",
+                                     "From a request's end to its audit record on disk.",
+                                     buckets=_SHORT_BUCKETS, registry=r)  # fmt: skip
         self.prompt_tokens = Counter("flashsight_prompt_tokens", "Prompt tokens of finished requests.", registry=r)
         self.completion_tokens = Counter("flashsight_generation_tokens", "Tokens generated.", registry=r)
         r.register(_StateCollector(app_state))
@@ -124,6 +131,8 @@ class _StateCollector(Collector):
             return
         yield _counter("flashsight_audit_records", "Audit records written.", audit.records_written)
         yield _counter("flashsight_audit_write_failures", "Audit records that could not be written.", audit.write_failures)
+        yield _counter("flashsight_audit_commits", "Writes to disk (fsyncs) of the audit log; records share them.",
+                       audit.commits)  # fmt: skip
         yield _gauge("flashsight_audit_failing", "1 while the audit log cannot be written.", int(audit.failing))
 
 
