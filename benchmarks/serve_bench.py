@@ -164,11 +164,15 @@ def engine_counters(port: int, snapshot: dict) -> dict[str, float]:
     except OSError as exc:
         print(f"metrics: not read ({exc})", flush=True)
         return found
-    for name in ("time_to_first_token", "request_duration"):
+    for name in ("time_to_first_token", "request_duration", "event_loop_lag", "audit_write"):
         for part in ("sum", "count"):
             match = re.search(rf"^flashsight_{name}_seconds_{part} (\S+)$", text, re.MULTILINE)
             if match:
                 found[f"{name}_{part}"] = float(match.group(1))
+    for name in ("audit_records", "audit_commits"):
+        match = re.search(rf"^flashsight_{name}_total (\S+)$", text, re.MULTILINE)
+        if match:
+            found[name] = float(match.group(1))
     for part, phase, value in re.findall(r'^flashsight_time_to_first_token_phase_seconds_(sum|count){phase="(\w+)"} (\S+)$',
                                          text, re.MULTILINE):  # fmt: skip
         found[f"phase {phase}_{part}"] = float(value)
@@ -184,11 +188,17 @@ def batching_line(before: dict[str, float], after: dict[str, float]) -> str:
     line += f", {d.get('batched_rows', 0) / steps:.1f} rows a step" if steps else ""
 
     def mean_ms(name: str) -> str:
-        return f"{d[f'{name}_sum'] / d[f'{name}_count'] * 1e3:.0f}" if d.get(f"{name}_count") else "-"
+        if not d.get(f"{name}_count"):
+            return "-"
+        value = d[f"{name}_sum"] / d[f"{name}_count"] * 1e3
+        return f"{value:.1f}" if value < 10 else f"{value:.0f}"
 
     phases = [key.removesuffix("_count") for key in d if key.startswith("phase ") and key.endswith("_count")]
     parts = ", ".join(f"{name.removeprefix('phase ')} {mean_ms(name)}" for name in phases)
     line += f"; server means (ms): TTFT {mean_ms('time_to_first_token')} ({parts}), request {mean_ms('request_duration')}"
+    line += f", event-loop lag {mean_ms('event_loop_lag')}, audit write {mean_ms('audit_write')}"
+    if d.get("audit_commits"):
+        line += f" ({d['audit_records'] / d['audit_commits']:.1f} records a commit)"
     return line
 
 
