@@ -1,21 +1,17 @@
-"""Images cross to the engine's process as their file (`ImageFile`) when it decodes to them as they
-stand, or else as their raw bytes (`Picture`), made once: the prompt the engine builds from either
-is the one it builds from the PIL images the server decoded."""
+"""Images cross to the engine's process as their raw bytes (`Picture`), made once: the prompt the
+engine builds from them is the one it builds from the PIL images they were made of."""
 
 from __future__ import annotations
 
 import asyncio
-import io
 import pickle
 
 import pytest
 import torch
 from PIL import Image
 
-from flashsight.bench.images import photo_jpeg
-from flashsight.engine.types import ChatRequest, ImageFile, Picture, SamplingParams
+from flashsight.engine.types import ChatRequest, Picture, SamplingParams
 from flashsight.ops.child import with_pictures
-from flashsight.server.images import ImageLimits, decode_image
 from test_batching_fidelity import make_engine
 from test_fidelity import CONVERSATIONS
 
@@ -58,53 +54,4 @@ def test_a_picture_is_prepared_exactly_as_its_image(engine, name):
     got, _ = engine.prepare(crossed)
     assert got.token_ids == want.token_ids and got.image_grids == want.image_grids
     assert got.image_hashes == want.image_hashes  # the image cache and prefix keys see one picture
-    assert torch.equal(got.pixel_values, want.pixel_values) and torch.equal(got.positions, want.positions)
-
-
-def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def _turned_jpeg() -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = 6  # Orientation: turn 90 degrees to stand upright
-    return _encoded(Image.new("RGB", (12, 8), (200, 40, 40)), "JPEG", exif=exif.tobytes())
-
-
-def _crossed(image: Image.Image):
-    request = ChatRequest("r", [{"role": "user", "content": [{"type": "image", "image": image}]}], SamplingParams())
-    (crossed,) = _images(with_pictures(request))
-    return crossed
-
-
-def test_a_file_that_decodes_to_its_image_as_it_stands_crosses_as_the_file():
-    limits = ImageLimits()
-    photo, png = photo_jpeg(64, 48, seed=3, index=0), _encoded(Image.new("RGB", (9, 7), (1, 2, 3)), "PNG")
-    for data, fmt in ((photo, "JPEG"), (png, "PNG")):
-        image = decode_image(data, limits)
-        crossed = _crossed(image)
-        assert isinstance(crossed, ImageFile)
-        assert (crossed.format, crossed.data, crossed.size) == (fmt, data, image.size)
-        assert crossed.to_picture().data == image.tobytes()
-    # Turned, converted or flattened on the server: the pixels cross, as the server made them.
-    alpha = _encoded(Image.new("RGBA", (5, 5), (9, 9, 9, 100)), "PNG")
-    grey_jpeg = _encoded(Image.new("L", (6, 6), 80), "JPEG")
-    for data in (_turned_jpeg(), alpha, grey_jpeg):
-        image = decode_image(data, limits)
-        crossed = _crossed(image)
-        assert isinstance(crossed, Picture) and crossed.data == image.tobytes()
-
-
-def test_an_image_file_is_prepared_exactly_as_the_servers_image(engine):
-    image = decode_image(photo_jpeg(96, 80, seed=5, index=1), ImageLimits())
-    content = [{"type": "image", "image": image}, {"type": "text", "text": "What is this?"}]
-    request = ChatRequest("file", [{"role": "user", "content": content}], SamplingParams())
-    crossed = pickle.loads(pickle.dumps(with_pictures(request)))  # as the pipe carries it
-    assert all(isinstance(each, ImageFile) for each in _images(crossed))
-    want, _ = engine.prepare(request)
-    got, _ = engine.prepare(crossed)
-    assert got.token_ids == want.token_ids and got.image_grids == want.image_grids
-    assert got.image_hashes == want.image_hashes
     assert torch.equal(got.pixel_values, want.pixel_values) and torch.equal(got.positions, want.positions)

@@ -15,7 +15,7 @@ import torch
 
 from flashsight.engine.errors import InvalidRequestError
 from flashsight.engine.model.positions import next_position, prompt_positions
-from flashsight.engine.types import ImageFile, Picture
+from flashsight.engine.types import Picture
 
 
 @dataclass
@@ -63,7 +63,6 @@ class PromptBuilder:
         self, messages: list[dict[str, Any]], template_kwargs: dict[str, Any], tools: list[dict[str, Any]] | None = None
     ) -> PreparedPrompt:
         template_messages, images = split_images(messages)
-        images = [image.to_picture() if isinstance(image, ImageFile) else image for image in images]
         text = self.render(template_messages, template_kwargs, tools)
         # read once: hashed, and uploaded if RGB (a Picture is its bytes already)
         raws = [image.data if isinstance(image, Picture) else image.tobytes() for image in images]

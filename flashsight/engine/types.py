@@ -5,7 +5,6 @@ Everything here is plain data (picklable), so the engine can run in another proc
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -84,35 +83,6 @@ class Picture:
         from PIL import Image
 
         return Image.frombytes(self.mode, self.size, self.data)
-
-
-@dataclass(frozen=True)
-class ImageFile:
-    """An image file that decodes to an upright RGB picture as it stands (no turn, no conversion),
-    checked and decoded once by the server: how such an image crosses to the engine's process. A
-    photo's file is a tenth of its pixels or less (a 1024x1024 JPEG: ~220 KB against 3 MB), and
-    the engine's one pipe carries every request in turn, so the file crosses and the engine
-    decodes it again beside its other prepare work: the same bytes, the same decoder, the same
-    pixels."""
-
-    width: int
-    height: int
-    format: str  # Pillow's name for it, the only format the engine will open it as
-    data: bytes
-    mode: ClassVar[str] = "RGB"
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return (self.width, self.height)
-
-    def to_picture(self) -> Picture:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(self.data), formats=(self.format,)) as image:
-            image.load()
-            if image.mode != "RGB" or image.size != self.size:
-                raise ValueError(f"the image file decoded to {image.mode} {image.size}, not RGB {self.size}")
-            return Picture(self.width, self.height, image.tobytes())
 
 
 @dataclass(frozen=True)

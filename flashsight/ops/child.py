@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 
 from flashsight.engine.config import EngineConfig
-from flashsight.engine.types import ChatRequest, ImageFile, ModelInfo, Picture
+from flashsight.engine.types import ChatRequest, ModelInfo, Picture
 from flashsight.ops.messages import WorkerOptions
 from flashsight.ops.worker import run_worker
 
@@ -132,9 +132,8 @@ class EngineProcess:
 
 
 def with_pictures(request: ChatRequest) -> ChatRequest:
-    """The request with its RGB PIL images as what crosses the pipe best: the `ImageFile` they
-    were decoded from as they stand (the server notes it as `info["source_file"]`), or else their
-    pixels as a `Picture` (the server's own request keeps its images: the audit record reads them)."""
+    """The request with its RGB PIL images as `Picture`s, to cross the pipe as their bytes (the
+    server's own request keeps its images: the audit record reads them)."""
     messages = [_with_pictures(message) for message in request.messages]
     return dataclasses.replace(request, messages=messages)
 
@@ -143,15 +142,8 @@ def _with_pictures(message: dict[str, Any]) -> dict[str, Any]:
     content = message.get("content")
     if not isinstance(content, list) or not any(part.get("type") == "image" for part in content):
         return message
-    parts = [{**part, "image": _crossing(part["image"])} if _rgb_image(part) else part for part in content]
+    parts = [{**part, "image": Picture.of(part["image"])} if _rgb_image(part) else part for part in content]
     return {**message, "content": parts}
-
-
-def _crossing(image: Image.Image) -> ImageFile | Picture:
-    file = image.info.get("source_file")
-    if isinstance(file, bytes) and image.format:
-        return ImageFile(image.width, image.height, image.format, file)
-    return Picture.of(image)
 
 
 def _rgb_image(part: dict[str, Any]) -> bool:

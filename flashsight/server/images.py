@@ -23,9 +23,6 @@ from flashsight.security.fetch import DownloadTooLarge, FetchError, SafeFetcher,
 _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _DROP_WHITESPACE = str.maketrans("", "", string.whitespace)
-# Formats whose files the engine's process may decode again itself (see `ImageFile`): one decoder
-# each, whatever the file holds (an MPO or animated file reports another format, and stays pixels).
-_AS_IS_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 
 
 @dataclass(frozen=True)
@@ -95,10 +92,7 @@ def decode_data_url(url: str, limits: ImageLimits) -> Image.Image:
 
 
 def _decode_base64(payload: str, limits: ImageLimits) -> bytes:
-    # Line-wrapped base64 is common; looking for whitespace first spares the copy (~0.5 ms with
-    # the GIL held, for a photo) when there is none.
-    wrapped = any(space in payload for space in string.whitespace)
-    compact = payload.translate(_DROP_WHITESPACE) if wrapped else payload
+    compact = payload.translate(_DROP_WHITESPACE)  # line-wrapped base64 is common
     decoded_size = len(compact) * 3 // 4 - compact[-2:].count("=")
     if decoded_size > limits.max_bytes:
         raise ImageError(f"image is larger than {limits.max_bytes} bytes", "image_too_large")
@@ -120,8 +114,7 @@ def decode_image(data: bytes, limits: ImageLimits) -> Image.Image:
             # Truncated files raise here as long as ImageFile.LOAD_TRUNCATED_IMAGES stays
             # False: this module never sets it, and nothing in flashsight may.
             image.load()
-            rgb = _to_rgb(_apply_orientation(image))
-            return _with_source(rgb, data, as_is=rgb is image and image.format in _AS_IS_FORMATS)
+            return _with_source(_to_rgb(_apply_orientation(image)), data)
     except ImageError:
         raise
     # Pillow's own bomb guard fires inside Image.open, before our check sees the size. The
@@ -150,14 +143,10 @@ def _check_dimensions(size: tuple[int, int], limits: ImageLimits) -> None:
         )
 
 
-def _with_source(image: Image.Image, data: bytes, as_is: bool) -> Image.Image:
-    """The image remembers the file it came from, by hash and size, for the audit log; and the
-    file itself when it decodes to this very image (`as_is`: nothing turned or converted), for
-    the engine's process, which is sent the file rather than the pixels."""
+def _with_source(image: Image.Image, data: bytes) -> Image.Image:
+    """The image remembers the file it came from, by hash and size, for the audit log."""
     image.info["source_sha256"] = hashlib.sha256(data).hexdigest()
     image.info["source_bytes"] = len(data)
-    if as_is:
-        image.info["source_file"] = data
     return image
 
 
