@@ -7,6 +7,9 @@
 #   HTTP_RUNS  workload:concurrency[:requests] in order (default "W1:1 W1-repeat:1 W2:1 W1:100 W2:100")
 #   BENCH_ARGS extra serve_bench.py arguments (e.g. "--py-spy 8": profile the loaded levels)
 #   SERVE_ARGS extra `flashsight serve` arguments
+#   TREES      label:tree pairs run in turn, each into $OUT/label (default "main:."): e.g.
+#              "B1:. A1:.ab B2:. A2:.ab" alternates this tree with a checkout in .ab/ (carry it),
+#              since one HTTP run a variant is within the run-to-run spread
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -21,5 +24,10 @@ fi
 # Fail in a second, not after the readiness wait, when a package is missing.
 python3 -c "import uvicorn, flashsight.server.app, flashsight.ops.supervisor, flashsight.bench.command" || exit 1
 MODEL=${MODEL:-$(python3 -c "from flashsight.engine.testmodel import write_test_model as w; print(w('/tmp/ab-model', size='full'))" 2>/dev/null | tail -1)}
-python3 benchmarks/serve_bench.py --model "$MODEL" --out "$OUT" $BENCH_ARGS --runs ${HTTP_RUNS:-W1:1 W1-repeat:1 W2:1 W1:100 W2:100} \
-  -- $SERVE_ARGS 2>&1 | grep -vE "^  (mean JPEG|wrote)|^ +----"
+SITE=$(echo "$PYTHONPATH" | tr ':' '\n' | grep -m1 '^/tmp/site$')
+for spec in ${TREES:-main:.}; do
+  IFS=: read -r label tree <<< "$spec"
+  [ -n "$TREES" ] && echo "== $label ($tree)" && out="$OUT/$label" || out="$OUT"
+  (cd "$tree" && PYTHONPATH=${SITE:+$SITE:}$PWD python3 benchmarks/serve_bench.py --model "$MODEL" --out "$out" $BENCH_ARGS \
+    --runs ${HTTP_RUNS:-W1:1 W1-repeat:1 W2:1 W1:100 W2:100} -- $SERVE_ARGS 2>&1 | grep -vE "^  (mean JPEG|wrote)|^ +----")
+done
