@@ -7,6 +7,7 @@ header before a single pixel is decompressed.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import io
@@ -14,7 +15,6 @@ import string
 from dataclasses import dataclass
 
 import anyio.to_thread
-import pybase64
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from flashsight.security.fetch import DownloadTooLarge, FetchError, SafeFetcher, URLForbidden
@@ -100,9 +100,7 @@ def _decode_base64(payload: str, limits: ImageLimits) -> bytes:
     if decoded_size > limits.max_bytes:
         raise ImageError(f"image is larger than {limits.max_bytes} bytes", "image_too_large")
     try:
-        # pybase64: the same checks as base64.b64decode, ~3x faster, and the GIL released
-        # (the standard one holds it ~2 ms for a photo, stalling every other request's thread).
-        return pybase64.b64decode(compact, validate=True)
+        return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ImageError("image data URL is not valid base64") from exc
 
