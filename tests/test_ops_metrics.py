@@ -16,7 +16,8 @@ SERIES = (
     "flashsight_image_cache_hit_rate", "flashsight_gpu_memory_used_bytes", "flashsight_engine_restarts",
     "flashsight_rate_limit_rejections", "flashsight_bans", "flashsight_banned_clients", "flashsight_audit_records",
     "flashsight_time_to_first_token_phase_seconds", "flashsight_event_loop_lag_seconds",
-    "flashsight_audit_write_seconds", "flashsight_audit_commits",
+    "flashsight_audit_write_seconds", "flashsight_audit_commits", "flashsight_engine_gpu_busy_seconds",
+    "flashsight_engine_gpu_wait_seconds",
 )  # fmt: skip
 PHASES = ("receive", "handoff", "prepare", "queue", "prefill", "delivery")
 
@@ -73,6 +74,8 @@ def test_values_move_with_traffic(live_server, client, model_id):
     assert grew("flashsight_event_loop_lag_seconds_count") > 0  # the probe runs all the time
     assert after["flashsight_kv_cache_blocks_total"] > 0
     assert after["flashsight_engine_restarts_total"] >= 0
+    assert grew("flashsight_engine_gpu_busy_seconds_total") > 0  # the device (here the CPU) ran the steps
+    assert grew("flashsight_engine_gpu_wait_seconds_total") >= 0
     # The last record may still be on its way to disk after its answer was sent.
     deadline = time.monotonic() + 10
     while grew("flashsight_audit_write_seconds_count") < 4 and time.monotonic() < deadline:

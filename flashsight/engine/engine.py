@@ -39,6 +39,7 @@ from flashsight.engine.sampling import TokenSampler
 from flashsight.engine.scheduler import Scheduler
 from flashsight.engine.sequence import Sequence
 from flashsight.engine.stats import EngineStats
+from flashsight.engine.step_timer import StepTimer
 from flashsight.engine.types import ChatRequest, GenerationEvent, ModelInfo
 
 log = logging.getLogger("flashsight.engine")
@@ -108,7 +109,7 @@ class Engine:
         self.runner = ModelRunner(ckpt, cache, self.images, self._decode_runner(cache))
         self.runner.warm_up()  # on a CPU too: cheap there, and it keeps this path tested
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
-        self.stats = EngineStats()
+        self.stats = EngineStats(timer=StepTimer(ckpt.device))
         self._grammars: GrammarCompiler | None = None
         self._grammars_lock = threading.Lock()
         self._incoming: queue.Queue[_Job | None] = queue.Queue()
@@ -245,6 +246,8 @@ class Engine:
 
     def _admit(self, block: bool) -> bool:
         """Move newly submitted jobs into the scheduler; False once shutdown is asked."""
+        if block:
+            self.stats.timer.idle()
         try:
             job = self._incoming.get(block=block)
             while True:
@@ -269,6 +272,12 @@ class Engine:
             if seq.scheduled_at is None:
                 seq.scheduled_at = time.monotonic()
         previous = self._in_flight.tokens.on_device if self._in_flight and self._in_flight.tokens else None
+        begun = self.stats.timer.begin()
+        step = self._queue_step(batch, previous)
+        self.stats.timer.end(begun)
+        return step
+
+    def _queue_step(self, batch: list[tuple[Sequence, int]], previous: torch.Tensor | None) -> _LaunchedStep | None:
         try:
             ends, logits = self.runner.execute(batch, previous)
         except torch.cuda.OutOfMemoryError:
@@ -310,6 +319,7 @@ class Engine:
         if step is None:
             return
         tokens = step.tokens.tolist() if step.tokens is not None else []
+        self.stats.timer.collect()
         for row, ((seq, index), token) in enumerate(zip(step.sampled, tokens)):
             seq.token_ids[index] = token
             seq.unresolved -= 1

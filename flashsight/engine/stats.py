@@ -7,6 +7,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from flashsight.engine.step_timer import StepTimer
+
 _RATE_WINDOW_S = 10.0
 
 
@@ -23,6 +27,7 @@ class EngineStats:
     mixed_steps: int = 0  # steps with a prompt chunk in them (the rest are all decodes)
     batched_rows: int = 0  # sequences summed over steps: divided by steps, the mean batch
     prompt_tokens_computed: int = 0  # in chunks of more than one token
+    timer: StepTimer = field(default_factory=lambda: StepTimer(torch.device("cpu")))
     _recent: deque = field(default_factory=deque, repr=False)  # token timestamps in the window
 
     def count_step(self, counts: list[int]) -> None:
@@ -58,6 +63,8 @@ class EngineStats:
             "mixed_steps": self.mixed_steps,
             "batched_rows": self.batched_rows,
             "prompt_tokens_computed": self.prompt_tokens_computed,
+            "gpu_busy_s": round(self.timer.busy_s, 4),  # the device on steps
+            "gpu_wait_s": round(self.timer.wait_s, 4),  # the device between steps, waiting for the engine
         }
 
     def snapshot(self, scheduler, blocks, images, incoming: int) -> dict[str, Any]:

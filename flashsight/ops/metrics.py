@@ -39,6 +39,9 @@ _ENGINE_COUNTERS = (
     ("prefix_cache_hits", "flashsight_prefix_cache_hits", "Prompt blocks found in the prefix cache."),
     ("image_cache_hits", "flashsight_image_cache_hits", "Images found in the vision-output cache."),
     ("image_cache_misses", "flashsight_image_cache_misses", "Images not found in the vision-output cache."),
+    ("gpu_busy_s", "flashsight_engine_gpu_busy_seconds", "Device time spent on the engine's steps."),
+    ("gpu_wait_s", "flashsight_engine_gpu_wait_seconds",
+     "Device time idle between the engine's steps while it had requests: the engine's own thread held it back."),
 )
 # The security layer's statistics (contract 6): (stats key, metric name, kind, help).
 _SECURITY_SERIES = (
