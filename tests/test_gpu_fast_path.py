@@ -165,14 +165,15 @@ def test_pictures_uploaded_from_pinned_memory_process_as_the_processor_does(engi
     builder = engine.prompts
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Compare."}]}]
     text = builder.render(messages, {})
+    stream = torch.cuda.Stream()
     for width, height in ((1024, 1024), (640, 480), (333, 517)):
         pixels = (torch.rand(height, width, 3, generator=generator) * 255).to(torch.uint8).numpy()
         picture = Image.fromarray(pixels)
-        with torch.cuda.stream(builder._image_stream):
+        with torch.cuda.stream(stream):
             uploaded = builder.processor(text=[text], images=[builder._upload(picture)], return_tensors="pt",
                                          device=str(builder.image_device), input_data_format="channels_first")  # fmt: skip
             own = builder.processor(text=[text], images=[picture], return_tensors="pt", device=str(builder.image_device))
-        builder._image_stream.synchronize()
+        stream.synchronize()
         assert torch.equal(uploaded["image_grid_thw"], own["image_grid_thw"])
         assert torch.equal(uploaded["pixel_values"], own["pixel_values"]), (width, height)
     rgba = Image.fromarray(pixels).convert("RGBA")
@@ -219,3 +220,55 @@ def test_a_step_is_sampled_without_waiting_for_the_gpu():
     assert tokens.shape == (len(params),)
     chosen = tokens.tolist()
     assert not {chosen[0], chosen[1], chosen[3]} & {151329, 151336, 151338}  # EOS masked until min_tokens
+
+
+def test_prompts_built_at_once_on_the_gpu_are_the_processors_own(engine):
+    """The engine's own assembly (images through the image processor on a lane of their own,
+    ids tokenized with one placeholder an image, then expanded) against the processor's whole
+    call on the same text and images, on this machine's transformers; eight requests at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(5)
+
+    def photo(width: int, height: int) -> Image.Image:
+        return Image.fromarray((torch.rand(height, width, 3, generator=generator) * 255).to(torch.uint8).numpy())
+
+    cases = [
+        [{"type": "image", "image": photo(1024, 1024)}, {"type": "text", "text": "Describe this image in detail."}],
+        [{"type": "image", "image": photo(640, 480)}, {"type": "text", "text": "What does the error say?"}],
+        [{"type": "text", "text": "Compare"}, {"type": "image", "image": photo(333, 517)},
+         {"type": "image", "image": photo(64, 64).convert("RGBA")}, {"type": "text", "text": "please."}],
+    ] * 3  # fmt: skip
+    builder = engine.prompts
+    messages = [[{"role": "user", "content": content}] for content in cases]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        built = list(pool.map(lambda m: builder.build(m, {}), messages))
+    for message, prompt in zip(messages, built):
+        images = [part["image"] for part in message[0]["content"] if part["type"] == "image"]
+        placeholders = [{"type": "image"} if part["type"] == "image" else part for part in message[0]["content"]]
+        text = builder.render([{"role": "user", "content": placeholders}], {})
+        own = builder.processor(text=[text], images=images, return_tensors="pt", device=str(builder.image_device))
+        assert prompt.token_ids == own["input_ids"][0].tolist()
+        assert prompt.image_grids == [tuple(g) for g in own["image_grid_thw"].tolist()]
+        assert torch.equal(prompt.pixel_values, own["pixel_values"].to(prompt.pixel_values.dtype))
+
+
+def test_the_engine_times_its_steps_on_the_device(engine):
+    import asyncio
+    import time
+
+    from flashsight.engine.types import ChatRequest, SamplingParams
+
+    before, started = engine.counts(), time.perf_counter()
+
+    async def generate() -> int:
+        request = ChatRequest("timed", [{"role": "user", "content": "Count."}], SamplingParams(max_tokens=16, ignore_eos=True))
+        return sum([len(event.token_ids) async for event in engine.generate(request)])
+
+    assert asyncio.run(generate()) == 16
+    wall = time.perf_counter() - started
+    after = engine.counts()
+    busy, wait = after["gpu_busy_s"] - before["gpu_busy_s"], after["gpu_wait_s"] - before["gpu_wait_s"]
+    assert 0 < busy < wall and 0 <= wait < wall, (busy, wait, wall)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import threading
+import contextlib
 import hashlib
 import itertools
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -40,7 +42,10 @@ def fallback_template() -> str:
 
 
 class PromptBuilder:
-    def __init__(self, processor, image_token_id: int, merge_size: int, image_device=None, image_dtype=None):
+    def __init__(
+        self, processor, image_token_id: int, merge_size: int, image_device=None, image_dtype=None,
+        image_lanes: int = 4,
+    ):  # fmt: skip
         self.processor = processor
         self.image_token_id = image_token_id
         self.merge_size = merge_size
@@ -48,13 +53,19 @@ class PromptBuilder:
         # on CUDA tensors): tens of milliseconds of CPU per photo become one or two, and the
         # patches are already where the vision tower reads them, in its dtype.
         self.image_device, self.image_dtype = image_device, image_dtype
-        # ...on a stream of its own: the processor's copies wait for their stream's queue, and on
-        # the engine's stream that queue holds the next step or two of the model.
-        self._image_stream = torch.cuda.Stream(image_device) if image_device is not None else None
+        # Requests' images are processed several at once, each on a lane of its own: a CUDA
+        # stream on a GPU, since on the engine's stream the processor's copies would wait behind
+        # the next step or two of the model. A wave of requests that arrive together would
+        # otherwise queue for one processor, a few milliseconds each. The lanes also bound the
+        # GPU memory that images in processing hold.
+        self._lanes: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(image_lanes):
+            self._lanes.put(torch.cuda.Stream(image_device) if image_device is not None else None)
         self.template = processor.chat_template or fallback_template()
         # Fast tokenizers set their padding/truncation state per call: concurrent calls from
-        # request threads would collide ("Already borrowed"), so encoding is serialized.
-        self._encode_lock = threading.Lock()
+        # request threads would collide ("Already borrowed"), so tokenizing is serialized. It is
+        # short: each image is one placeholder until the ids are expanded.
+        self._tokenize_lock = threading.Lock()
         # A photo's content hash (~2-3 ms of SHA-256 over its pixels, which releases the GIL)
         # runs beside the processor instead of after it, off the first token's path.
         self._hashing = ThreadPoolExecutor(max_workers=2, thread_name_prefix="flashsight-image-hash")
@@ -67,30 +78,60 @@ class PromptBuilder:
         # read once: hashed, and uploaded if RGB (a Picture is its bytes already)
         raws = [image.data if isinstance(image, Picture) else image.tobytes() for image in images]
         hashes = [self._hashing.submit(image_hash, image, raw) for image, raw in zip(images, raws)]
-        on_device = images and self._image_stream is not None
-        try:
-            with self._encode_lock, torch.cuda.stream(self._image_stream if on_device else None):
-                options = {"device": str(self.image_device)} if on_device else {}
-                if on_device and all(getattr(image, "mode", None) == "RGB" for image in images):
-                    inputs = [self._upload(image, raw) for image, raw in zip(images, raws)]
-                    options["input_data_format"] = "channels_first"
-                else:  # the processor's own path takes PIL images
-                    inputs = [image.to_image() if isinstance(image, Picture) else image for image in images]
-                encoded = self.processor(text=[text], images=inputs or None, return_tensors="pt", **options)
-                pixels = encoded.get("pixel_values")
-                if pixels is not None and self.image_dtype is not None:
-                    pixels = pixels.to(self.image_dtype)  # the vision tower's first cast, done early: half the memory
-                if on_device:
-                    self._image_stream.synchronize()  # the pixels are whole before the engine reads them
-        except ValueError as exc:  # e.g. an aspect ratio the image processor refuses
-            raise InvalidRequestError(f"an image cannot be processed: {exc}", param="messages") from None
-        ids = encoded["input_ids"][0].tolist()
-        grids = [tuple(g) for g in encoded["image_grid_thw"].tolist()] if images else []
+        pixels, grids = self._process_images(images, raws) if images else (None, [])
+        ids = self._token_ids(text, grids)
         positions = prompt_positions(ids, self.image_token_id, grids, self.merge_size)
         return PreparedPrompt(
             ids, positions, next_position(positions), pixels, grids,
             image_spans(ids, self.image_token_id), [digest.result() for digest in hashes],
         )  # fmt: skip
+
+    def _process_images(self, images: list, raws: list[bytes]) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+        """The image processor's patch rows for all images, and each image's (t, h, w) grid."""
+        lane = self._lanes.get()
+        try:
+            with torch.cuda.stream(lane) if lane is not None else contextlib.nullcontext():
+                options = {"device": str(self.image_device)} if lane is not None else {}
+                if lane is not None and all(getattr(image, "mode", None) == "RGB" for image in images):
+                    inputs = [self._upload(image, raw) for image, raw in zip(images, raws)]
+                    options["input_data_format"] = "channels_first"
+                else:  # the processor's own path takes PIL images
+                    inputs = [image.to_image() if isinstance(image, Picture) else image for image in images]
+                processed = self.processor.image_processor(images=inputs, return_tensors="pt", **options)
+                pixels = processed["pixel_values"]
+                if self.image_dtype is not None:
+                    pixels = pixels.to(self.image_dtype)  # the vision tower's first cast, done early: half the memory
+                if lane is not None:
+                    lane.synchronize()  # the pixels are whole before the engine reads them
+        except ValueError as exc:  # e.g. an aspect ratio the image processor refuses
+            raise InvalidRequestError(f"an image cannot be processed: {exc}", param="messages") from None
+        finally:
+            self._lanes.put(lane)
+        return pixels, [tuple(grid) for grid in processed["image_grid_thw"].tolist()]
+
+    def _token_ids(self, text: str, grids: list[tuple[int, int, int]]) -> list[int]:
+        """The prompt's ids as the processor makes them: it writes each image's placeholder out
+        once per image token and tokenizes that text. A placeholder is a special token, which
+        the tokenizer always splits out alone, so tokenizing the short text and repeating each
+        placeholder's id gives the same ids without tokenizing a thousand placeholders."""
+        with self._tokenize_lock:
+            ids = self.processor.tokenizer([text], return_token_type_ids=False)["input_ids"][0]
+        placeholders = ids.count(self.image_token_id)
+        if placeholders != len(grids):
+            raise InvalidRequestError(
+                f"an image cannot be processed: the text holds {placeholders} image placeholders for {len(grids)} images",
+                param="messages",
+            )
+        if not grids:
+            return ids
+        sizes = iter([t * h * w // self.merge_size**2 for t, h, w in grids])
+        expanded: list[int] = []
+        for token in ids:
+            if token == self.image_token_id:
+                expanded.extend(itertools.repeat(token, next(sizes)))
+            else:
+                expanded.append(token)
+        return expanded
 
     def _upload(self, image, raw: bytes | None = None) -> torch.Tensor:
         """An RGB picture as the uint8 [3, H, W] tensor the processor would make of it, copied to
