@@ -158,7 +158,7 @@ def engine_counters(port: int, snapshot: dict) -> dict[str, float]:
     one level did."""
     found = {key: float(value) for key, value in (snapshot.get("engine") or {}).items()
              if key in ("steps", "mixed_steps", "batched_rows", "prompt_tokens_computed", "finished_requests",
-                        "gpu_busy_s", "gpu_wait_s")}  # fmt: skip
+                        "gpu_busy_s", "gpu_mixed_s", "gpu_wait_s")}  # fmt: skip
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             text = response.read().decode()
@@ -188,7 +188,8 @@ def batching_line(before: dict[str, float], after: dict[str, float]) -> str:
     line = f"engine: {steps:.0f} steps ({d.get('mixed_steps', 0):.0f} mixed, {d.get('prompt_tokens_computed', 0):.0f} prompt tokens)"
     line += f", {d.get('batched_rows', 0) / steps:.1f} rows a step" if steps else ""
     if "gpu_busy_s" in d:
-        line += f"; GPU on steps {d['gpu_busy_s']:.2f} s, waiting for the engine between them {d.get('gpu_wait_s', 0):.2f} s"
+        line += (f"; GPU on steps {d['gpu_busy_s']:.2f} s ({d.get('gpu_mixed_s', 0):.2f} s mixed), waiting for the engine"
+                 f" between them {d.get('gpu_wait_s', 0):.2f} s")
 
     def mean_ms(name: str) -> str:
         if not d.get(f"{name}_count"):

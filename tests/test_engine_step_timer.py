@@ -20,19 +20,19 @@ class Clock:
         return self.now
 
 
-def _step(timer: StepTimer, clock: Clock, seconds: float) -> None:
+def _step(timer: StepTimer, clock: Clock, seconds: float, mixed: bool = False) -> None:
     begun = timer.begin()
     clock.now += seconds
-    timer.end(begun)
+    timer.end(begun, mixed)
 
 
 def test_waits_between_steps_count_and_idle_time_does_not():
     clock = Clock()
     timer = StepTimer(torch.device("cpu"), clock)
-    _step(timer, clock, 0.02)
+    _step(timer, clock, 0.02, mixed=True)
     clock.now += 0.03  # the engine is slow to queue the next step
     _step(timer, clock, 0.02)
-    assert (round(timer.busy_s, 6), round(timer.wait_s, 6)) == (0.04, 0.03)
+    assert (round(timer.busy_s, 6), round(timer.mixed_s, 6), round(timer.wait_s, 6)) == (0.04, 0.02, 0.03)
     timer.idle()  # no requests: the gap that follows is nobody's fault
     clock.now += 5.0
     _step(timer, clock, 0.01)
@@ -53,6 +53,7 @@ def test_the_engine_reports_its_steps_device_time(tiny_model_dir):
         assert asyncio.run(generate()) == 6
         after = engine.counts()
         assert after["gpu_busy_s"] > before["gpu_busy_s"]
+        assert 0 < after["gpu_mixed_s"] - before["gpu_mixed_s"] < after["gpu_busy_s"] - before["gpu_busy_s"]
         assert after["gpu_wait_s"] >= before["gpu_wait_s"]
         assert after["gpu_busy_s"] + after["gpu_wait_s"] < 60
     finally:

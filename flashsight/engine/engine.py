@@ -274,7 +274,7 @@ class Engine:
         previous = self._in_flight.tokens.on_device if self._in_flight and self._in_flight.tokens else None
         begun = self.stats.timer.begin()
         step = self._queue_step(batch, previous)
-        self.stats.timer.end(begun)
+        self.stats.timer.end(begun, mixed=any(count > 1 for _, count in batch))
         return step
 
     def _queue_step(self, batch: list[tuple[Sequence, int]], previous: torch.Tensor | None) -> _LaunchedStep | None:

@@ -64,6 +64,7 @@ class EngineStats:
             "batched_rows": self.batched_rows,
             "prompt_tokens_computed": self.prompt_tokens_computed,
             "gpu_busy_s": round(self.timer.busy_s, 4),  # the device on steps
+            "gpu_mixed_s": round(self.timer.mixed_s, 4),  # ...of which on steps with a prompt chunk
             "gpu_wait_s": round(self.timer.wait_s, 4),  # the device between steps, waiting for the engine
         }
 

@@ -21,17 +21,18 @@ class StepTimer:
     def __init__(self, device: torch.device, clock: Callable[[], float] = time.perf_counter):
         self._events = device.type == "cuda"
         self._clock = clock  # off a GPU
-        self._open: deque[tuple[object, object, bool]] = deque()  # (begin, end, whether the gap before counts)
+        self._open: deque[tuple[object, object, bool, bool]] = deque()  # begin, end, mixed, whether the gap before counts
         self._last_end: object | None = None
         self._resumed = True  # the engine had nothing to do before the next step: its gap is not a wait
         self.busy_s = 0.0
+        self.mixed_s = 0.0  # of busy_s, on steps with a prompt chunk in them
         self.wait_s = 0.0
 
     def begin(self) -> object:
         return self._mark()
 
-    def end(self, begin: object) -> None:
-        self._open.append((begin, self._mark(), not self._resumed))
+    def end(self, begin: object, mixed: bool) -> None:
+        self._open.append((begin, self._mark(), mixed, not self._resumed))
         self._resumed = False
         self.collect()
 
@@ -42,11 +43,13 @@ class StepTimer:
     def collect(self) -> None:
         """Adds up the steps the device has finished, in order; returns at the first still running."""
         while self._open:
-            begin, end, counted = self._open[0]
+            begin, end, mixed, counted = self._open[0]
             if self._events and not end.query():
                 return
             self._open.popleft()
-            self.busy_s += self._elapsed(begin, end)
+            busy = self._elapsed(begin, end)
+            self.busy_s += busy
+            self.mixed_s += busy if mixed else 0.0
             if counted and self._last_end is not None:
                 self.wait_s += max(self._elapsed(self._last_end, begin), 0.0)
             self._last_end = end
