@@ -8,6 +8,9 @@ W1: a fresh 1024x1024 JPEG + "Describe this image in detail.", 128 output tokens
 the engine has already seen. ignore_eos and min_tokens, greedy; closed loop, n = max(10, 3 x concurrency) per
 level after a warm-up (`--repetition-penalty 1.1` adds the checkpoint's default penalty, which
 HTTP requests get). `flashsight bench` measures the same over HTTP; this isolates the engine.
+`--engine-process` runs the engine as `flashsight serve` does, in its supervised child process
+behind the pipe, with no HTTP: set beside the default and the HTTP figures, it tells what the
+engine's process costs from what the HTTP server costs.
 """
 
 from __future__ import annotations
@@ -95,11 +98,13 @@ async def level(engine: Engine, workload: str, concurrency: int, seed0: int, rep
         for chat in queue:
             results.append(await one_request(engine, chat))
 
-    steps, rows = engine.stats.steps, engine.stats.batched_rows
+    before = engine_counts(engine)
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     wall = time.perf_counter() - start
-    steps, rows = engine.stats.steps - steps, engine.stats.batched_rows - rows
+    after = engine_counts(engine)
+    moved = {key: after.get(key, 0) - before.get(key, 0) for key in ENGINE_COUNTS}
+    steps, rows = moved["steps"], moved["batched_rows"]
     ttft, e2e = [r["ttft_ms"] for r in results], [r["e2e_s"] for r in results]
     return {
         "workload": workload, "concurrency": concurrency, "requests": total,
@@ -110,9 +115,20 @@ async def level(engine: Engine, workload: str, concurrency: int, seed0: int, rep
         "requests_s": round(total / wall, 2),
         "output_tok_s": round(sum(r["output_tokens"] for r in results) / wall, 1),
         "rows_per_step": round(rows / steps, 1) if steps else None,
+        "steps": steps, "mixed_steps": moved["mixed_steps"],
+        "gpu_s": {"steps": round(moved["gpu_busy_s"], 2), "mixed": round(moved["gpu_mixed_s"], 2),
+                  "waiting_between": round(moved["gpu_wait_s"], 3)},  # the engine's own step timer
         "ttft_phases_ms": {phase: round(statistics.fmean(r["phases"][phase] for r in results if r["phases"]) * 1e3, 1)
                            for phase in PHASES if any(r["phases"] for r in results)},  # means
     }  # fmt: skip
+
+
+ENGINE_COUNTS = ("steps", "mixed_steps", "batched_rows", "gpu_busy_s", "gpu_mixed_s", "gpu_wait_s")
+
+
+def engine_counts(engine) -> dict:
+    """The engine's step counters, from its own object or, for an engine process, its last report."""
+    return engine.counts() if isinstance(engine, Engine) else engine.snapshot()
 
 
 class StepTimer:
@@ -230,6 +246,8 @@ def main() -> None:
     parser.add_argument("--profile", help="write a kernel-time table of one W1 request here")
     parser.add_argument("--json", help="also write the summary here")
     parser.add_argument("--switch-interval-ms", type=float, help="the GIL's switch interval (Python's default: 5)")
+    parser.add_argument("--engine-process", action="store_true",
+                        help="the engine in its supervised child process, as `flashsight serve` runs it")
     parser.add_argument("--repetition-penalty", type=float, default=1.0,
                         help="the levels' requests' (1.1 is the checkpoint's default, which HTTP requests that leave it out get)")
     args = parser.parse_args()
@@ -239,29 +257,41 @@ def main() -> None:
         dependent_launch.allow(False)
     model = args.model or write_test_model(tempfile.mkdtemp(), size="full")
     start = time.perf_counter()
-    engine = Engine(EngineConfig(model=str(model), kernels=args.kernels, cuda_graphs=args.cuda_graphs,
-                                 max_num_batched_tokens=args.max_num_batched_tokens[0]))  # fmt: skip
+    config = EngineConfig(model=str(model), kernels=args.kernels, cuda_graphs=args.cuda_graphs,
+                          max_num_batched_tokens=args.max_num_batched_tokens[0])  # fmt: skip
+    if args.engine_process:
+        from flashsight.cli import load_engine
+        from flashsight.server.settings import ServerSettings
+
+        if len(args.max_num_batched_tokens) > 1 or args.profile:
+            parser.error("--engine-process takes one --max-num-batched-tokens and no --profile")
+        engine = load_engine(config, ServerSettings())
+    else:
+        engine = Engine(config)
     summary = {"device": engine.info.device, "dtype": engine.info.dtype, "kernels": args.kernels,
                "cuda_graphs": args.cuda_graphs, "pdl": not args.no_pdl, "max_num_batched_tokens": args.max_num_batched_tokens,
                "startup_s": round(time.perf_counter() - start, 1), "switch_interval_ms": sys.getswitchinterval() * 1e3,
-               "repetition_penalty": args.repetition_penalty}  # fmt: skip
+               "repetition_penalty": args.repetition_penalty, "engine_process": args.engine_process}  # fmt: skip
     asyncio.run(one_request(engine, request("W1", 10_000)))  # warm-up
     asyncio.run(one_request(engine, request("W2", 10_001)))
-    summary["prepare_ms"] = {w: prepare_ms(engine, w) for w in ("W1", "W2")}
+    if not args.engine_process:  # these reach into the engine's object
+        summary["prepare_ms"] = {w: prepare_ms(engine, w) for w in ("W1", "W2")}
     if args.profile:
         profile_one(engine, args.profile)
     summary["levels"] = []
-    timer = StepTimer(engine)
+    timer = None if args.engine_process else StepTimer(engine)
     for w_index, workload in enumerate(args.workload):
         levels = [1] if workload == "W1-repeat" else args.concurrency
         for c_index, concurrency in enumerate(levels):
             for b_index, budget in enumerate(args.max_num_batched_tokens):
-                engine.scheduler.max_num_batched_tokens = budget  # between levels the engine is idle
-                timer.reset()
+                if timer is not None:
+                    engine.scheduler.max_num_batched_tokens = budget  # between levels the engine is idle
+                    timer.reset()
                 seed0 = 100_000 * (w_index + 1) + 10_000 * c_index + 1000 * b_index
                 result = asyncio.run(level(engine, workload, concurrency, seed0, args.repetition_penalty))
                 result["max_num_batched_tokens"] = budget
-                result["engine_loop"] = timer.report()
+                if timer is not None:
+                    result["engine_loop"] = timer.report()
                 print(json.dumps(result), flush=True)
                 summary["levels"].append(result)
     summary["engine"] = engine.snapshot()
