@@ -5,6 +5,7 @@ Everything here is plain data (picklable), so the engine can run in another proc
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -83,6 +84,17 @@ class Picture:
         from PIL import Image
 
         return Image.frombytes(self.mode, self.size, self.data)
+
+    def __reduce_ex__(self, protocol: int):
+        # From protocol 5 the pixels can travel beside the pickle, not copied into it: a pickler
+        # given a buffer_callback (the engine's pipe, flashsight.ops.wire) hands them over as
+        # they are; any other pickler writes them inline, as before.
+        data = pickle.PickleBuffer(self.data) if protocol >= 5 else self.data
+        return _picture, (self.width, self.height, data)
+
+
+def _picture(width: int, height: int, data) -> Picture:
+    return Picture(width, height, bytes(data) if not isinstance(data, bytes) else data)
 
 
 @dataclass(frozen=True)

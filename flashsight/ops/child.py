@@ -16,6 +16,7 @@ from PIL import Image
 
 from flashsight.engine.config import EngineConfig
 from flashsight.engine.types import ChatRequest, ModelInfo, Picture
+from flashsight.ops import wire
 from flashsight.ops.messages import WorkerOptions
 from flashsight.ops.worker import run_worker
 
@@ -101,7 +102,7 @@ class EngineProcess:
                 except Exception:  # never leave this thread: the images still cross, as PIL images
                     log.exception("a request's images could not be turned into pictures")
             try:
-                self.conn.send(message)
+                wire.send(self.conn, message)
             except (OSError, ValueError):  # the process is gone; the reading thread says so
                 return
 

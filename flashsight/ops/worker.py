@@ -16,6 +16,7 @@ from typing import Any
 from flashsight.engine.config import EngineConfig
 from flashsight.engine.errors import EngineError, ModelNotFoundError
 from flashsight.engine.types import ChatRequest
+from flashsight.ops import wire
 from flashsight.ops.messages import Refusal, WorkerOptions
 
 log = logging.getLogger("flashsight.engine")
@@ -80,7 +81,7 @@ class EngineService:
         """Unpickling (images included) happens here, off the event loop."""
         try:
             while True:
-                loop.call_soon_threadsafe(commands.put_nowait, self.conn.recv())
+                loop.call_soon_threadsafe(commands.put_nowait, wire.receive(self.conn))
         except (EOFError, OSError):  # the server is gone
             loop.call_soon_threadsafe(commands.put_nowait, None)
 
