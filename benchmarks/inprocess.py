@@ -25,7 +25,6 @@ import tempfile
 import time
 
 import numpy as np
-import torch
 from PIL import Image
 
 from flashsight.engine.config import EngineConfig
@@ -131,32 +130,28 @@ def engine_counts(engine) -> dict:
     return engine.counts() if isinstance(engine, Engine) else engine.snapshot()
 
 
-class StepTimer:
+class LoopTimer:
     """Wall time of the engine loop's parts, per level: where a loaded step's time goes. Nothing
     here synchronizes (that would stop the loop from running ahead of the GPU): "mixed steps" and
     "decode steps" are the CPU time to queue a step, and "_read_back" includes the wait for the
-    GPU, so a large share there means the GPU, not the CPU, sets the pace. On a GPU, events around
-    each step's launch also give the GPU's idle time between steps ("gpu"): the time the engine
-    thread left it without queued work."""
+    GPU, so a large share there means the GPU, not the CPU, sets the pace. The GPU's own time
+    (on steps, and waiting between them) is the engine's step timer, in each level's `gpu_s`."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self.events = torch.cuda.is_available() and engine.runner.device.type == "cuda"
         self.reset()
         runner, execute = engine.runner, engine.runner.execute
 
         def timed_execute(batch, previous=None):
             kind = "decode steps" if runner.decoder is not None and runner.decoder.accepts(batch) else "mixed steps"
-            self.kind = kind
             start = time.perf_counter()
             result = execute(batch, previous)
             self.add(kind, start, tokens=sum(count for _, count in batch))
             return result
 
         runner.execute = timed_execute
-        for name in ("_read_back", "_drop_cancelled"):
+        for name in ("_read_back", "_drop_cancelled", "_launch"):
             setattr(engine, name, self.wrap(name, getattr(engine, name)))
-        engine._launch = self.wrap_launch(engine._launch)
         engine.scheduler.schedule = self.wrap("schedule", engine.scheduler.schedule)
 
     def wrap(self, name, fn):
@@ -169,22 +164,6 @@ class StepTimer:
 
         return timed
 
-    def wrap_launch(self, launch):
-        timed = self.wrap("_launch", launch)
-        if not self.events:
-            return timed
-
-        def with_events(*args, **kwargs):
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-            try:
-                return timed(*args, **kwargs)
-            finally:
-                end.record()
-                self.spans.append((self.kind, begin, end))
-
-        return with_events
-
     def add(self, name: str, start: float, tokens: int = 0) -> None:
         entry = self.totals.setdefault(name, [0.0, 0, 0])
         entry[0] += time.perf_counter() - start
@@ -193,24 +172,10 @@ class StepTimer:
 
     def reset(self) -> None:
         self.totals: dict[str, list] = {}
-        self.spans: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
-        self.kind = "mixed steps"
 
     def report(self) -> dict:
-        report = {name: {"total_s": round(t, 2), "calls": n, **({"tokens": k} if k else {})}
-                  for name, (t, n, k) in self.totals.items()}  # fmt: skip
-        if self.spans:
-            torch.cuda.synchronize()
-            busy: dict[str, float] = {}
-            idle: dict[str, float] = {}  # GPU idle before a step of this kind, since the step before
-            for index, (kind, begin, end) in enumerate(self.spans):
-                busy[kind] = busy.get(kind, 0.0) + begin.elapsed_time(end) / 1e3
-                if index:
-                    gap = self.spans[index - 1][2].elapsed_time(begin) / 1e3
-                    idle[kind] = idle.get(kind, 0.0) + max(gap, 0.0)
-            report["gpu"] = {"steps_s": {k: round(v, 2) for k, v in busy.items()},
-                             "idle_before_s": {k: round(v, 3) for k, v in idle.items()}}  # fmt: skip
-        return report
+        return {name: {"total_s": round(t, 2), "calls": n, **({"tokens": k} if k else {})}
+                for name, (t, n, k) in self.totals.items()}  # fmt: skip
 
 
 def prepare_ms(engine: Engine, workload: str) -> float:
@@ -279,7 +244,7 @@ def main() -> None:
     if args.profile:
         profile_one(engine, args.profile)
     summary["levels"] = []
-    timer = None if args.engine_process else StepTimer(engine)
+    timer = None if args.engine_process else LoopTimer(engine)
     for w_index, workload in enumerate(args.workload):
         levels = [1] if workload == "W1-repeat" else args.concurrency
         for c_index, concurrency in enumerate(levels):
