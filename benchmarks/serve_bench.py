@@ -159,6 +159,9 @@ def engine_counters(port: int, snapshot: dict) -> dict[str, float]:
     found = {key: float(value) for key, value in (snapshot.get("engine") or {}).items()
              if key in ("steps", "mixed_steps", "batched_rows", "prompt_tokens_computed", "finished_requests",
                         "gpu_busy_s", "gpu_mixed_s", "gpu_wait_s")}  # fmt: skip
+    memory = (snapshot.get("engine") or {}).get("gpu_memory") or {}
+    if "allocator_retries" in memory:
+        found["allocator_retries"] = float(memory["allocator_retries"])
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             text = response.read().decode()
@@ -190,6 +193,8 @@ def batching_line(before: dict[str, float], after: dict[str, float]) -> str:
     if "gpu_busy_s" in d:
         line += (f"; GPU on steps {d['gpu_busy_s']:.2f} s ({d.get('gpu_mixed_s', 0):.2f} s mixed), waiting for the engine"
                  f" between them {d.get('gpu_wait_s', 0):.2f} s")
+    if "allocator_retries" in d:
+        line += f"; allocator retries {d['allocator_retries']:.0f}"
 
     def mean_ms(name: str) -> str:
         if not d.get(f"{name}_count"):

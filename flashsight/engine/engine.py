@@ -392,11 +392,14 @@ class Engine:
 
 
 def gpu_memory(device: torch.device) -> dict[str, int] | None:
-    """The whole card's memory in use (every process's), or None off a GPU."""
+    """The whole card's memory in use (every process's), or None off a GPU; with how often the
+    allocator ran short and had to free its cached blocks and try again, which waits for the
+    whole GPU each time (a sign the activations' reserve is too small for the load)."""
     if device.type != "cuda":
         return None
     free, total = torch.cuda.mem_get_info(device)
-    return {"used_bytes": total - free, "total_bytes": total}
+    retries = torch.cuda.memory_stats(device).get("num_alloc_retries", 0)
+    return {"used_bytes": total - free, "total_bytes": total, "allocator_retries": retries}
 
 
 def _model_name(model: str) -> str:

@@ -117,6 +117,8 @@ class _StateCollector(Collector):
         memory = engine.get("gpu_memory") or {}
         yield _gauge("flashsight_gpu_memory_used_bytes", "GPU memory in use (every process's).", memory.get("used_bytes"))
         yield _gauge("flashsight_gpu_memory_total_bytes", "GPU memory in all.", memory.get("total_bytes"))
+        yield _counter("flashsight_gpu_allocator_retries", "Times the engine's GPU allocator ran short, freed its "
+                       "cache and tried again (each waits for the whole GPU).", memory.get("allocator_retries"))
         yield from self._security()
         yield from self._audit()
 
