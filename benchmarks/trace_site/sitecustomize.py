@@ -1,6 +1,8 @@
-"""With benchmarks/trace_site on PYTHONPATH and FLASHSIGHT_STEP_TRACE set, every process that
-imports the engine (in-process benchmarks, `flashsight serve`'s engine process, spawned with the
-same environment) traces a window of its steps: see benchmarks/step_trace.py."""
+"""With benchmarks/trace_site on PYTHONPATH, every process that imports the engine (in-process
+benchmarks, `flashsight serve`'s engine process, spawned with the same environment) traces a
+window of its steps when FLASHSIGHT_STEP_TRACE is set (see benchmarks/step_trace.py), and sets
+the GIL's switch interval to FLASHSIGHT_SWITCH_INTERVAL_MS when that is set: an A/B knob for the
+engine process, which no command-line flag reaches."""
 
 import importlib.abc
 import importlib.machinery
@@ -22,10 +24,12 @@ class _PatchEngineOnImport(importlib.abc.MetaPathFinder):
             from step_trace import install_from_environment
 
             install_from_environment(module.Engine)
+            if os.environ.get("FLASHSIGHT_SWITCH_INTERVAL_MS"):
+                sys.setswitchinterval(float(os.environ["FLASHSIGHT_SWITCH_INTERVAL_MS"]) / 1e3)
 
         spec.loader.exec_module = run_then_patch
         return spec
 
 
-if os.environ.get("FLASHSIGHT_STEP_TRACE"):
+if os.environ.get("FLASHSIGHT_STEP_TRACE") or os.environ.get("FLASHSIGHT_SWITCH_INTERVAL_MS"):
     sys.meta_path.insert(0, _PatchEngineOnImport())
