@@ -25,6 +25,7 @@ import gzip
 import json
 import os
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -69,7 +70,9 @@ class StepTracer:
         tokens = [count for _, count in batch]
         self.records.append({"rows": len(batch), "tokens": sum(tokens), "mixed": any(c > 1 for c in tokens),
                              "cpu_ms": (time.perf_counter() - begun) * 1e3})  # fmt: skip
-        if len(self.records) >= self.steps:
+        # A load that ends before the window is full (rows falling away) ends the window early,
+        # not the profiler left running into the next level.
+        if len(self.records) >= self.steps or (len(self.records) >= 10 and len(batch) < self.min_rows // 2):
             self._finish()
         return result
 
@@ -89,6 +92,10 @@ class StepTracer:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.profiler.stop()
+        # Writing and reading back ~100k events takes seconds of Python: off the engine thread.
+        threading.Thread(target=self._write, name="step-trace-writer").start()  # joined at exit
+
+    def _write(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         raw = self.out / f"trace-{os.getpid()}.json"
         self.profiler.export_chrome_trace(str(raw))
