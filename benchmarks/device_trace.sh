@@ -7,6 +7,7 @@
 #   LOAD       the in-process load (default "--workload W2 --concurrency 100")
 #   HTTP_RUNS  as device_http.sh (default: W2 c100 first, so its window is the traced one)
 #   SKIP_TESTS=1  no GPU tests first
+#   MODEL      a checkpoint directory (default: write the full-size synthetic one)
 #   SWITCH_RUNS   then W2 c100 over HTTP per label:ms, the engine process's GIL switch interval
 #                 (e.g. "s05:0.5 s5:5 s05b:0.5"), while under SWITCH_UNTIL_S (480) s of the call
 set -o pipefail
@@ -16,13 +17,17 @@ mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit --format=csv,noheader | tee "$OUT/gpu.txt"
 nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,utilization.gpu --format=csv -l 2 > "$OUT/smi.csv" &
 smi=$!
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD WHEELS_DONE=1
+if [ -z "$WHEELS_DONE" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD WHEELS_DONE=1
+else
+  export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
+fi
 if [ -z "$SKIP_TESTS" ]; then
   python3 -m pytest -q -s -p no:cacheprovider tests/test_gpu_fast_path.py > "$OUT/gpu_tests.log" 2>&1
   grep -E "greedy|passed|failed|Error" "$OUT/gpu_tests.log" | tail -6
 fi
-MODEL=$(python3 -c "from flashsight.engine.testmodel import write_test_model as w; print(w('/tmp/ab-model', size='full'))" 2>/dev/null | tail -1)
+MODEL=${MODEL:-$(python3 -c "from flashsight.engine.testmodel import write_test_model as w; print(w('/tmp/ab-model', size='full'))" 2>/dev/null | tail -1)}
 export MODEL
 traced() {  # label, inprocess.py arguments
   FLASHSIGHT_STEP_TRACE="$OUT/$1" PYTHONPATH=$PYTHONPATH:$PWD/benchmarks/trace_site python3 benchmarks/inprocess.py \

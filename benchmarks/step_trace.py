@@ -16,7 +16,9 @@ reach into, traces itself too (`benchmarks/trace_site` on PYTHONPATH installs th
 
 The window starts after SKIP steps of at least MIN_ROWS rows and holds the next STEPS steps; each
 process writes DIR/trace-<pid>.json.gz and DIR/trace-<pid>.txt once. `python3 step_trace.py
-TRACE.json.gz` prints the summary of a saved trace again.
+TRACE.json.gz` prints the summary of a saved trace again. The profiler's start logs a harmless
+"External init callback must run in same thread as registerClient" error line (Kineto's, when
+the profiler starts on a thread other than the one that first touched CUDA).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ class StepTracer:
             json.dump(events, packed)
         raw.unlink()
         text = summarize(events, self.records)
-        (self.out / f"trace-{os.getpid()}.txt").write_text(text)
+        (self.out / f"trace-{os.getpid()}.txt").write_text(text + "\n")
         print(text, file=sys.stderr, flush=True)
 
 
