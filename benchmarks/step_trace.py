@@ -16,9 +16,9 @@ reach into, traces itself too (`benchmarks/trace_site` on PYTHONPATH installs th
 
 The window starts after SKIP steps of at least MIN_ROWS rows and holds the next STEPS steps; each
 process writes DIR/trace-<pid>.json.gz and DIR/trace-<pid>.txt once. `python3 step_trace.py
-TRACE.json.gz` prints the summary of a saved trace again. The profiler's start logs a harmless
-"External init callback must run in same thread as registerClient" error line (Kineto's, when
-the profiler starts on a thread other than the one that first touched CUDA).
+TRACE.json.gz` prints the summary of a saved trace again. As the profiler starts on the engine's
+thread, Kineto logs "ERROR: External init callback must run in same thread as registerClient";
+on the development machine the trace was written whole all the same.
 """
 
 from __future__ import annotations
