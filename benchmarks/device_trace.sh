@@ -6,7 +6,7 @@
 # temperature are logged throughout ($OUT/smi.csv). Carry .whl (see device_http.sh).
 #   LOAD       the in-process load (default "--workload W2 --concurrency 100")
 #   HTTP_RUNS  as device_http.sh (default: W2 c100 first, so its window is the traced one)
-#   SKIP_TESTS=1  no GPU tests first
+#   SKIP_TESTS=1  no GPU tests first; SKIP_ENGINE_PROCESS=1 no `--engine-process` home
 #   MODEL      a checkpoint directory (default: write the full-size synthetic one)
 #   SWITCH_RUNS   then W2 c100 over HTTP per label:ms, the engine process's GIL switch interval
 #                 (e.g. "s05:0.5 s5:5 s05b:0.5"), while under SWITCH_UNTIL_S (480) s of the call
@@ -38,7 +38,7 @@ traced() {  # label, inprocess.py arguments
   cat "$OUT/$1"/trace-*.txt 2>/dev/null | head -24
 }
 traced inprocess
-traced engine-process --engine-process
+[ -n "$SKIP_ENGINE_PROCESS" ] || traced engine-process --engine-process
 FLASHSIGHT_STEP_TRACE=1 TREES="http:." HTTP_RUNS=${HTTP_RUNS:-W2:100:300 W1:1 W1-repeat:1 W2:1 W1:100} bash benchmarks/device_http.sh
 echo "== http trace ($SECONDS s)"
 cat "$OUT"/http/trace/trace-*.txt 2>/dev/null | head -24
