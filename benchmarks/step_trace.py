@@ -126,8 +126,8 @@ def summarize(trace: dict, steps: list[dict] | None = None) -> str:
             if previous is not None and gap >= _GAP_US:
                 launch = launches.get(e.get("args", {}).get("correlation"))
                 lag = e["ts"] - (launch["ts"] + launch["dur"]) if launch else None  # launch done -> start
-                late = launch is not None and launch["ts"] + launch["dur"] > covered  # launched after the GPU ran dry
-                gaps.append((gap, previous["name"], e["name"], late, lag))
+                launched_late = launch is not None and launch["ts"] + launch["dur"] > covered  # after the GPU ran dry
+                gaps.append((gap, previous["name"], e["name"], launched_late, lag))
             busy += e["dur"]
             covered = e["ts"] + e["dur"]
         elif e["ts"] + e["dur"] > covered:
@@ -144,11 +144,11 @@ def summarize(trace: dict, steps: list[dict] | None = None) -> str:
         entry[1] += 1
         streams[e.get("args", {}).get("stream", e.get("tid"))] += e["dur"]
     idle = span - busy
-    late = sum(g[0] for g in gaps if g[3])
+    late_us = sum(g[0] for g in gaps if g[3])
     lines = [
         f"window: {span / 1e3:.1f} ms of GPU time, busy {busy / 1e3:.1f} ms ({busy / span:.1%}), "
         f"idle {idle / 1e3:.1f} ms; gaps >= {_GAP_US:g} us: {len(gaps)}, {sum(g[0] for g in gaps) / 1e3:.1f} ms, "
-        f"of them after a late launch (CPU behind) {late / 1e3:.1f} ms",
+        f"of them after a late launch (CPU behind) {late_us / 1e3:.1f} ms",
         "kernel time by stream (ms): " + ", ".join(f"{s}: {t / 1e3:.1f}" for s, t in sorted(streams.items(), key=lambda x: -x[1])),
     ]
     if steps:
