@@ -272,3 +272,10 @@ def test_the_engine_times_its_steps_on_the_device(engine):
     after = engine.counts()
     busy, wait = after["gpu_busy_s"] - before["gpu_busy_s"], after["gpu_wait_s"] - before["gpu_wait_s"]
     assert 0 < busy < wall and 0 <= wait < wall, (busy, wait, wall)
+
+
+def test_the_snapshot_counts_the_allocators_retries(engine):
+    """The snapshot's GPU memory carries the caching allocator's own retry count."""
+    memory = engine.snapshot()["gpu_memory"]
+    assert memory["allocator_retries"] == torch.cuda.memory_stats()["num_alloc_retries"]
+    assert 0 < memory["used_bytes"] <= memory["total_bytes"]

@@ -104,3 +104,19 @@ def test_each_app_counts_in_its_own_registry():
     assert 'flashsight_requests_total{status="200"} 1.0' in first
     assert 'flashsight_requests_total{status="200"}' not in second
     assert "flashsight_kv_cache_usage_ratio 0.5" in first
+
+
+def test_the_allocators_retries_are_a_counter():
+    """The engine's GPU allocator retries (each a wait for the whole GPU) reach /metrics as a
+    counter; off a GPU, where the snapshot has no GPU memory, the series has no sample."""
+    from types import SimpleNamespace
+
+    from flashsight.ops.metrics import ServerMetrics
+
+    memory = {"used_bytes": 6, "total_bytes": 10, "allocator_retries": 3}
+    on_gpu = SimpleNamespace(snapshot=lambda: {"gpu_memory": memory})
+    off_gpu = SimpleNamespace(snapshot=lambda: {"gpu_memory": None})
+    exposed = ServerMetrics(SimpleNamespace(engine=on_gpu)).exposition().decode()
+    assert "flashsight_gpu_allocator_retries_total 3.0" in exposed
+    exposed = ServerMetrics(SimpleNamespace(engine=off_gpu)).exposition().decode()
+    assert "\nflashsight_gpu_allocator_retries_total " not in exposed  # a sample line, not its HELP
