@@ -8,8 +8,10 @@
 #   HTTP_RUNS  as device_http.sh (default: W2 c100 first, so its window is the traced one)
 #   SKIP_TESTS=1  no GPU tests first; SKIP_ENGINE_PROCESS=1 no `--engine-process` home
 #   MODEL      a checkpoint directory (default: write the full-size synthetic one)
-#   SWITCH_RUNS   then W2 c100 over HTTP per label:ms, the engine process's GIL switch interval
-#                 (e.g. "s05:0.5 s5:5 s05b:0.5"), while under SWITCH_UNTIL_S (480) s of the call
+#   VARIANT_RUNS  then untraced W2 c100 runs over HTTP, one per label:KNOB=value[,KNOB=value]
+#                 (knobs: FLASHSIGHT_SWITCH_INTERVAL_MS, FLASHSIGHT_IMAGE_LANES; none for the
+#                 default), e.g. "base: s05:FLASHSIGHT_SWITCH_INTERVAL_MS=0.5 lanes1:FLASHSIGHT_IMAGE_LANES=1",
+#                 while under VARIANTS_UNTIL_S (480) s of the call
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -42,11 +44,11 @@ traced inprocess
 FLASHSIGHT_STEP_TRACE=1 TREES="http:." HTTP_RUNS=${HTTP_RUNS:-W2:100:300 W1:1 W1-repeat:1 W2:1 W1:100} bash benchmarks/device_http.sh
 echo "== http trace ($SECONDS s)"
 cat "$OUT"/http/trace/trace-*.txt 2>/dev/null | head -24
-# Then HTTP runs of other engine-process settings, each a label:interval-ms pair, in order.
-for spec in $SWITCH_RUNS; do
-  IFS=: read -r label ms <<< "$spec"
-  [ "$SECONDS" -gt "${SWITCH_UNTIL_S:-480}" ] && echo "== $label skipped: out of time" && continue
-  FLASHSIGHT_SWITCH_INTERVAL_MS=$ms TREES="$label:." HTTP_RUNS="W2:100:300" bash benchmarks/device_http.sh \
+# Then untraced HTTP runs of engine-process variants, in order: throughput compares among these.
+for spec in $VARIANT_RUNS; do
+  IFS=: read -r label knobs <<< "$spec"
+  [ "$SECONDS" -gt "${VARIANTS_UNTIL_S:-480}" ] && echo "== $label skipped: out of time" && continue
+  env ${knobs//,/ } TREES="$label:." HTTP_RUNS="W2:100:300" bash benchmarks/device_http.sh \
     | grep -vE "^(flashsight bench|W2 against|server log|serve:)" | cut -c1-400
 done
 kill $smi
