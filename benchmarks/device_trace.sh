@@ -3,7 +3,8 @@
 # in its own process behind the pipe (`--engine-process`), and behind `flashsight serve` over HTTP;
 # each traces a window of its loaded steps (benchmarks/step_trace.py) to show whether the GPU's
 # extra time over HTTP is slower kernels or idle gaps inside steps. The GPU's clocks, power and
-# temperature are logged throughout ($OUT/smi.csv). Carry .whl (see device_http.sh).
+# temperature are logged throughout ($OUT/smi.csv). First, benchmarks/prepare_parts.py: the prompt
+# builder by part, and its threads against a launching thread. Carry .whl (see device_http.sh).
 #   LOAD       the in-process load (default "--workload W2 --concurrency 100")
 #   HTTP_RUNS  as device_http.sh (default: W2 c100 first, so its window is the traced one)
 #   SKIP_TESTS=1  no GPU tests first; SKIP_ENGINE_PROCESS=1 no `--engine-process` home
@@ -31,6 +32,8 @@ if [ -z "$SKIP_TESTS" ]; then
 fi
 MODEL=${MODEL:-$(python3 -c "from flashsight.engine.testmodel import write_test_model as w; print(w('/tmp/ab-model', size='full'))" 2>/dev/null | tail -1)}
 export MODEL
+# The prompt builder's parts, and what its threads cost a launching thread (~15 s).
+python3 benchmarks/prepare_parts.py --model "$MODEL" 2>&1 | grep -v Warning | tee "$OUT/prepare_parts.log"
 traced() {  # label, inprocess.py arguments
   FLASHSIGHT_STEP_TRACE="$OUT/$1" PYTHONPATH=$PYTHONPATH:$PWD/benchmarks/trace_site python3 benchmarks/inprocess.py \
     --model "$MODEL" ${LOAD:---workload W2 --concurrency 100} --repetition-penalty 1.1 $2 2>&1 | grep -v Warning \
