@@ -10,8 +10,8 @@
 #   SKIP_TESTS=1  no GPU tests first; SKIP_ENGINE_PROCESS=1 no `--engine-process` home
 #   MODEL      a checkpoint directory (default: write the full-size synthetic one)
 #   VARIANT_RUNS  then untraced W2 c100 runs over HTTP, one per label:KNOB=value[,KNOB=value]
-#                 (knobs: FLASHSIGHT_SWITCH_INTERVAL_MS, FLASHSIGHT_IMAGE_LANES; none for the
-#                 default), e.g. "base: s05:FLASHSIGHT_SWITCH_INTERVAL_MS=0.5 lanes1:FLASHSIGHT_IMAGE_LANES=1",
+#                 (a knob: FLASHSIGHT_SWITCH_INTERVAL_MS; none for the default), e.g.
+#                 "base: s05:FLASHSIGHT_SWITCH_INTERVAL_MS=0.5 base2:",
 #                 while under VARIANTS_UNTIL_S (480) s of the call
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -40,13 +40,10 @@ traced() {  # label, inprocess.py arguments
     > "$OUT/$1.log"
   echo "== $1 ($SECONDS s)"
   grep -E '^\{"workload' "$OUT/$1.log" | grep -oE '"(requests_s|ttft_ms_p50|rows_per_step|steps|mixed_steps)": [^,]*|"gpu_s": \{[^}]*\}' | paste -sd' '
-  cat "$OUT/$1"/trace-*.txt 2>/dev/null | head -24
 }
 traced inprocess
 [ -n "$SKIP_ENGINE_PROCESS" ] || traced engine-process --engine-process
 FLASHSIGHT_STEP_TRACE=1 TREES="http:." HTTP_RUNS=${HTTP_RUNS:-W2:100:300 W1:1 W1-repeat:1 W2:1 W1:100} bash benchmarks/device_http.sh
-echo "== http trace ($SECONDS s)"
-cat "$OUT"/http/trace/trace-*.txt 2>/dev/null | head -24
 # Then untraced HTTP runs of engine-process variants, in order: throughput compares among these.
 for spec in $VARIANT_RUNS; do
   IFS=: read -r label knobs <<< "$spec"
@@ -55,6 +52,8 @@ for spec in $VARIANT_RUNS; do
     | grep -vE "^(flashsight bench|W2 against|server log|serve:)" | cut -c1-400
 done
 kill $smi
+echo "== the traces' summaries ($SECONDS s)"  # made here, after the loads, never in a traced process
+python3 benchmarks/step_trace.py "$OUT"/inprocess "$OUT"/engine-process "$OUT"/http/trace 2>&1 | cut -c1-160
 awk -F', ' 'NR>1 {print $2, $3, $4}' "$OUT/smi.csv" | sort | uniq -c | sort -rn | head -5
 # At most 8 files come back: the traces in one archive, everything else in another.
 (cd "$OUT" && find . -name 'trace-*.json.gz' | tar czf /tmp/traces.tgz -T - && find . -type f ! -name 'trace-*.json.gz' | tar czf /tmp/logs.tgz -T - \

@@ -14,11 +14,15 @@ reach into, traces itself too (`benchmarks/trace_site` on PYTHONPATH installs th
     FLASHSIGHT_STEP_TRACE=DIR  [FLASHSIGHT_STEP_TRACE_SKIP=30 FLASHSIGHT_STEP_TRACE_STEPS=60
                                 FLASHSIGHT_STEP_TRACE_MIN_ROWS=30]
 
-The window starts after SKIP steps of at least MIN_ROWS rows and holds the next STEPS steps; each
-process writes DIR/trace-<pid>.json.gz and DIR/trace-<pid>.txt once. `python3 step_trace.py
-TRACE.json.gz` prints the summary of a saved trace again. As the profiler starts on the engine's
-thread, Kineto logs "ERROR: External init callback must run in same thread as registerClient";
-on the development machine the trace was written whole all the same.
+The window starts after SKIP steps of at least MIN_ROWS rows and holds the next STEPS steps (or
+what 30 s of them hold); each process writes DIR/trace-<pid>.json (the profiler's own export) and
+DIR/steps-<pid>.json (each step's rows, tokens and CPU time to launch) once, and nothing else: on
+the device (session 14), reading the trace back and packing it in the traced process held its
+GIL for seconds while the load went on, and a process that ended first lost the summary.
+`python3 step_trace.py DIR...` summarizes every trace in the folders afterwards, into
+trace-<pid>.txt beside each, and packs each trace as trace-<pid>.json.gz. As the profiler starts
+on the engine's thread, Kineto logs "ERROR: External init callback must run in same thread as
+registerClient"; the trace is written whole all the same.
 """
 
 from __future__ import annotations
@@ -27,13 +31,13 @@ import gzip
 import json
 import os
 import sys
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
 _GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
 _GAP_US = 20.0  # gaps shorter than this are the launch pipeline's own, not a stall
+_WINDOW_S = 30.0  # the longest a window stays open
 
 
 def install_from_environment(engine_cls) -> None:
@@ -55,6 +59,7 @@ class StepTracer:
     def __init__(self, out: Path, skip: int, steps: int, min_rows: int):
         self.out, self.skip, self.steps, self.min_rows = out, skip, steps, min_rows
         self.seen = 0
+        self.started = 0.0
         self.profiler = None
         self.records: list[dict] = []
         self.done = False
@@ -72,9 +77,9 @@ class StepTracer:
         tokens = [count for _, count in batch]
         self.records.append({"rows": len(batch), "tokens": sum(tokens), "mixed": any(c > 1 for c in tokens),
                              "cpu_ms": (time.perf_counter() - begun) * 1e3})  # fmt: skip
-        # A load that ends before the window is full (rows falling away) ends the window early,
-        # not the profiler left running into the next level.
-        if len(self.records) >= self.steps or (len(self.records) >= 10 and len(batch) < self.min_rows // 2):
+        # Rows fall between waves of a closed loop's requests, so only the count or the clock
+        # ends the window (a load that ends first leaves the profiler to the next one's steps).
+        if len(self.records) >= self.steps or time.monotonic() - self.started > _WINDOW_S:
             self._finish()
         return result
 
@@ -86,6 +91,7 @@ class StepTracer:
         activity = tp.ProfilerActivity.CUDA if torch.cuda.is_available() else tp.ProfilerActivity.CPU
         self.profiler = tp.profile(activities=[activity])
         self.profiler.start()
+        self.started = time.monotonic()
 
     def _finish(self) -> None:
         import torch
@@ -94,20 +100,23 @@ class StepTracer:
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self.profiler.stop()
-        # Writing and reading back ~100k events takes seconds of Python: off the engine thread.
-        threading.Thread(target=self._write, name="step-trace-writer").start()  # joined at exit
-
-    def _write(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        raw = self.out / f"trace-{os.getpid()}.json"
-        self.profiler.export_chrome_trace(str(raw))
+        self.profiler.export_chrome_trace(str(self.out / f"trace-{os.getpid()}.json"))
+        (self.out / f"steps-{os.getpid()}.json").write_text(json.dumps(self.records))
+
+
+def summarize_folder(folder: Path) -> None:
+    """Summarize each raw trace in `folder` (with its steps file) into trace-<pid>.txt, and pack it."""
+    for raw in sorted(folder.glob("trace-*.json")):
         events = json.loads(raw.read_text())
+        steps_file = raw.with_name(raw.name.replace("trace-", "steps-"))
+        steps = json.loads(steps_file.read_text()) if steps_file.exists() else None
+        text = summarize(events, steps)
+        raw.with_suffix(".txt").write_text(text + "\n")
+        print(f"{raw}:\n{text}", flush=True)
         with gzip.open(f"{raw}.gz", "wt") as packed:
             json.dump(events, packed)
         raw.unlink()
-        text = summarize(events, self.records)
-        (self.out / f"trace-{os.getpid()}.txt").write_text(text + "\n")
-        print(text, file=sys.stderr, flush=True)
 
 
 def summarize(trace: dict, steps: list[dict] | None = None) -> str:
@@ -178,5 +187,9 @@ def _mean(values) -> str:
 
 
 if __name__ == "__main__":
-    with gzip.open(sys.argv[1], "rt") if sys.argv[1].endswith(".gz") else open(sys.argv[1]) as source:
-        print(summarize(json.load(source)))
+    for argument in sys.argv[1:]:
+        if Path(argument).is_dir():
+            summarize_folder(Path(argument))
+        else:
+            with gzip.open(argument, "rt") if argument.endswith(".gz") else open(argument) as source:
+                print(summarize(json.load(source)))
