@@ -12,8 +12,7 @@
 #              since one HTTP run a variant is within the run-to-run spread
 #   FLASHSIGHT_STEP_TRACE=DIR  the engine process traces a window of loaded steps into DIR
 #              (benchmarks/step_trace.py: kernel time, and the GPU's idle gaps inside steps)
-#   FLASHSIGHT_SWITCH_INTERVAL_MS, FLASHSIGHT_IMAGE_LANES  the engine process's GIL switch interval,
-#              its prompt builder's image lanes (benchmarks/trace_site/sitecustomize.py)
+#   FLASHSIGHT_SWITCH_INTERVAL_MS  the GIL's switch interval in the engine process
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -32,7 +31,7 @@ SITE=$(echo "$PYTHONPATH" | tr ':' '\n' | grep -m1 '^/tmp/site$')
 for spec in ${TREES:-main:.}; do
   IFS=: read -r label tree <<< "$spec"
   [ -n "$TREES" ] && echo "== $label ($tree)" && out="$OUT/$label" || out="$OUT"
-  trace=""; [ -n "$FLASHSIGHT_STEP_TRACE$FLASHSIGHT_SWITCH_INTERVAL_MS$FLASHSIGHT_IMAGE_LANES" ] && trace=":$PWD/benchmarks/trace_site"
+  trace=""; [ -n "$FLASHSIGHT_STEP_TRACE$FLASHSIGHT_SWITCH_INTERVAL_MS" ] && trace=":$PWD/benchmarks/trace_site"
   [ -n "$FLASHSIGHT_STEP_TRACE" ] && export FLASHSIGHT_STEP_TRACE="$out/trace"
   (cd "$tree" && PYTHONPATH=${SITE:+$SITE:}$PWD$trace python3 benchmarks/serve_bench.py --model "$MODEL" --out "$out" $BENCH_ARGS \
     --runs ${HTTP_RUNS:-W1:1 W1-repeat:1 W2:1 W1:100 W2:100} -- $SERVE_ARGS 2>&1 | grep -vE "^  (mean JPEG|wrote)|^ +----")

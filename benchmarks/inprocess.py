@@ -150,7 +150,7 @@ class LoopTimer:
             return result
 
         runner.execute = timed_execute
-        for name in ("_read_back", "_drop_cancelled", "_launch"):
+        for name in ("_read_back", "_drop_cancelled", "_launch", "_build_prompts"):
             setattr(engine, name, self.wrap(name, getattr(engine, name)))
         engine.scheduler.schedule = self.wrap("schedule", engine.scheduler.schedule)
 

@@ -95,6 +95,29 @@ def test_extreme_aspect_ratio_image_is_a_request_error(engine):
         run(engine, SamplingParams(max_tokens=4), messages)
 
 
+def test_a_refused_prompt_beside_running_requests_leaves_them_be(engine):
+    """Prompts are built on the engine's thread, between the steps it queues: one that cannot fit
+    is refused to its own requester while the request already running, and one sent with it,
+    go on to their end."""
+    params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+
+    async def collect(messages):
+        return [event async for event in engine.generate(ChatRequest("r", messages, params))]
+
+    async def scenario():
+        running = asyncio.create_task(collect(MESSAGES))
+        while engine.stats.generated_tokens == before:  # the first request is in its steps
+            await asyncio.sleep(0.001)
+        return await asyncio.gather(running, collect([{"role": "user", "content": "word " * 600}]), collect(MESSAGES),
+                                    return_exceptions=True)  # fmt: skip
+
+    before = engine.stats.generated_tokens
+    first, refused, beside = asyncio.run(asyncio.wait_for(scenario(), timeout=60))
+    assert isinstance(refused, InvalidRequestError) and "context" in str(refused)
+    assert len(tokens(first)) == 12 and tokens(beside) == tokens(first)
+    assert engine.snapshot()["waiting_requests"] == 0
+
+
 def test_closing_the_stream_stops_generation(engine):
     long = SamplingParams(max_tokens=400, temperature=0.0, ignore_eos=True)
     short = SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True)

@@ -158,7 +158,7 @@ def test_the_pipelined_engine_serves_the_fast_paths_greedy_tokens(engine):
 def test_pictures_uploaded_from_pinned_memory_process_as_the_processor_does(engine):
     """RGB pictures reach the GPU through pinned memory before the processor resizes them there:
     its patches are bit for bit those it makes from the same pictures handed over as PIL images
-    (RGBA and the like still take the processor's own conversion)."""
+    (RGBA and the like are converted to RGB first, by the processor's own function)."""
     from PIL import Image
 
     generator = torch.Generator().manual_seed(3)
@@ -222,10 +222,45 @@ def test_a_step_is_sampled_without_waiting_for_the_gpu():
     assert not {chosen[0], chosen[1], chosen[3]} & {151329, 151336, 151338}  # EOS masked until min_tokens
 
 
+def test_a_prompt_is_built_without_waiting_for_the_gpu(engine):
+    """The engine builds new requests' prompts on its own thread while steps are queued on the
+    GPU: nothing in building one (an RGB picture as it crosses from the server, an RGBA image,
+    a photo; the sequence and its sampler, seeded, with a repetition penalty) may make the CPU
+    wait for the GPU, or the GPU idles through the wait."""
+    from PIL import Image
+
+    from flashsight.engine.types import ChatRequest, Picture, SamplingParams
+
+    generator = torch.Generator().manual_seed(9)
+
+    def photo(width: int, height: int) -> Image.Image:
+        return Image.fromarray((torch.rand(height, width, 3, generator=generator) * 255).to(torch.uint8).numpy())
+
+    def images():
+        return [Picture.of(photo(640, 480)), photo(333, 517).convert("RGBA"), photo(1024, 1024)]
+
+    def request(image) -> ChatRequest:
+        content = [{"type": "image", "image": image}, {"type": "text", "text": "What is this?"}]
+        params = SamplingParams(max_tokens=4, temperature=0.7, seed=3, repetition_penalty=1.1)
+        return ChatRequest("no-wait", [{"role": "user", "content": content}], params)
+
+    for image in images():  # warm-up: the processor makes its normalisation constants once
+        engine.build_prompt(request(image))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for image in images():
+            chat = request(image)
+            engine._sequence(chat, engine.build_prompt(chat), None)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def test_prompts_built_at_once_on_the_gpu_are_the_processors_own(engine):
-    """The engine's own assembly (images through the image processor on a lane of their own,
-    ids tokenized with one placeholder an image, then expanded) against the processor's whole
-    call on the same text and images, on this machine's transformers; eight requests at once."""
+    """The engine's own assembly (pictures uploaded from pinned memory, then through the image
+    processor on the GPU; ids tokenized with one placeholder an image, then expanded) against the
+    processor's whole call on the same text and images, on this machine's transformers; eight
+    requests at once, as tests and benchmarks may call it beside the engine's thread."""
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image

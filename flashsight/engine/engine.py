@@ -47,15 +47,21 @@ log = logging.getLogger("flashsight.engine")
 
 @dataclass
 class _Job:
-    seq: Sequence
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    """A request from its arrival to its end; its sequence exists once its prompt is built."""
 
-    def emit(self, event: GenerationEvent) -> None:
+    request: ChatRequest
+    grammar: Any
+    loop: asyncio.AbstractEventLoop
+    received: float
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)  # the requester left
+    seq: Sequence | None = None
+
+    def emit(self, event: GenerationEvent | Exception) -> None:
         deliver(self.loop, [(self, event)])
 
 
-def deliver(loop: asyncio.AbstractEventLoop, events: list[tuple[_Job, GenerationEvent]]) -> None:
+def deliver(loop: asyncio.AbstractEventLoop, events: list[tuple[_Job, GenerationEvent | Exception]]) -> None:
     """Hand events to their requesters on `loop`, all in one callback: a step's hundred tokens
     cost the event loop one wake-up instead of a hundred (each a write to its self-pipe and a
     turn of the GIL away from the engine thread)."""
@@ -68,7 +74,7 @@ def deliver(loop: asyncio.AbstractEventLoop, events: list[tuple[_Job, Generation
         loop.call_soon_threadsafe(put_all)
     except RuntimeError:  # the requesters' event loop is gone: nobody is listening
         for job, _ in events:
-            job.seq.cancelled.set()
+            job.cancelled.set()
 
 
 _PLACEHOLDER = 0  # stands for a sampled token until it is read back; never fed to the model
@@ -113,6 +119,8 @@ class Engine:
         self._grammars: GrammarCompiler | None = None
         self._grammars_lock = threading.Lock()
         self._incoming: queue.Queue[_Job | None] = queue.Queue()
+        self._arrivals: list[_Job] = []  # taken from _incoming, prompts not built yet (worker's)
+        self._prepared: list[_Job] = []  # prompts built, to join the scheduler (worker's)
         self._jobs: dict[int, _Job] = {}  # by id(seq), owned by the worker
         self._trim_asked = threading.Event()
         self._in_flight: _LaunchedStep | None = None  # the step whose tokens are not read back yet
@@ -153,39 +161,60 @@ class Engine:
 
     def snapshot(self) -> dict[str, Any]:
         """Statistics for metrics and the status page."""
-        snapshot = self.stats.snapshot(self.scheduler, self.blocks, self.images, self._incoming.qsize())
+        snapshot = self.stats.snapshot(self.scheduler, self.blocks, self.images, self._not_yet_queued())
         return snapshot | {"gpu_memory": gpu_memory(self.ckpt.device)}
 
     def counts(self) -> dict[str, Any]:
         """The snapshot's per-step counters alone: cheap enough to read after every step."""
-        return self.stats.counts(self.scheduler, self.blocks, self._incoming.qsize())
+        return self.stats.counts(self.scheduler, self.blocks, self._not_yet_queued())
 
     def request_trim(self) -> None:
         """Ask the worker to free its caches before its next step (from any thread): GPU memory
         is running short."""
         self._trim_asked.set()
 
+    def _not_yet_queued(self) -> int:
+        """Requests handed to the engine that have not joined the scheduler's queue yet (read
+        from any thread: a moment's count)."""
+        return self._incoming.qsize() + len(self._arrivals) + len(self._prepared)
+
+    def _queue_is_full(self) -> bool:
+        """`max_queue` requests wait for a seat in the batch already, beyond the seats free now
+        (requests not yet built count: a burst on an idle engine fills its free seats first)."""
+        pending = len(self.scheduler.waiting) + self._not_yet_queued()
+        free_seats = max(0, self.config.max_num_seqs - len(self.scheduler.running))
+        return pending - free_seats >= self.config.max_queue
+
     async def generate(self, request: ChatRequest) -> AsyncIterator[GenerationEvent]:
-        if len(self.scheduler.waiting) + self._incoming.qsize() >= self.config.max_queue:
+        """Stream a request's events. Its prompt is built on the engine's thread; a prompt that
+        cannot be built or cannot fit raises here as it would have in `prepare`."""
+        if self._queue_is_full():
             raise EngineOverloadedError("the server is busy; retry shortly", retry_after_s=1.0)
         received = time.monotonic()
-        prompt, grammar = await anyio.to_thread.run_sync(self.prepare, request)
-        job = _Job(self._sequence(request, prompt, grammar, received), asyncio.get_running_loop())
+        guided = request.sampling.guided
+        grammar = await anyio.to_thread.run_sync(self.grammars.compile, guided) if guided else None
+        job = _Job(request, grammar, asyncio.get_running_loop(), received)
         self._incoming.put(job)
         try:
             while True:
                 event = await job.events.get()
+                if isinstance(event, Exception):
+                    raise event
                 yield event
                 if event.finish_reason:
                     return
         finally:
-            job.seq.cancelled.set()  # the client left or the request ended: free its blocks
+            job.cancelled.set()  # the client left or the request ended: free its blocks
 
     def prepare(self, request: ChatRequest) -> tuple[PreparedPrompt, Any]:
-        """Tokenize, process images, compile the output grammar; refuse what cannot fit or be
-        enforced. Runs off the event loop."""
+        """The request's prompt (`build_prompt`) and output grammar, for callers outside the
+        engine's loop (tests, benchmarks)."""
         guided = request.sampling.guided
-        grammar = self.grammars.compile(guided) if guided else None
+        return self.build_prompt(request), self.grammars.compile(guided) if guided else None
+
+    def build_prompt(self, request: ChatRequest) -> PreparedPrompt:
+        """Tokenize and process images; refuse a prompt that cannot fit. On a GPU the images'
+        work is queued on the current stream, not waited for."""
         prompt = self.prompts.build(request.messages, request.chat_template_kwargs, request.tools)
         length = len(prompt.token_ids)
         if length >= self.max_model_len:
@@ -195,13 +224,16 @@ class Engine:
             )
         if self.blocks.blocks_needed(length + 1) > self.blocks.num_blocks:
             raise InvalidRequestError(f"the prompt has {length} tokens, more than the KV cache holds", param="messages")
-        return prompt, grammar
+        return prompt
 
     async def shutdown(self) -> None:
         self._incoming.put(None)
         await anyio.to_thread.run_sync(self._worker.join, 30)
 
-    def _sequence(self, request: ChatRequest, prompt: PreparedPrompt, grammar, received: float | None = None) -> Sequence:
+    def _sequence(
+        self, request: ChatRequest, prompt: PreparedPrompt, grammar, received: float | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> Sequence:  # fmt: skip
         params = request.sampling
         room = min(self.max_model_len, self.blocks.num_blocks * self.blocks.block_size) - len(prompt.token_ids)
         stop_ids = set(params.stop_token_ids) | (set() if params.ignore_eos else self.ckpt.eos_ids)
@@ -219,6 +251,8 @@ class Engine:
         )
         if received is not None:
             seq.received_at = received
+        if cancelled is not None:
+            seq.cancelled = cancelled
         return seq
 
     # ---- the worker thread --------------------------------------------------------------------
@@ -226,8 +260,12 @@ class Engine:
     def _serve(self) -> None:
         """Each turn queues step N+1 on the GPU before reading step N's tokens back, so the CPU
         work of a step (detokenizing, events, scheduling, building inputs) overlaps the GPU's
-        work on the next one instead of leaving it idle."""
-        while self._admit(block=not self.scheduler.has_work() and self._in_flight is None):
+        work on the next one instead of leaving it idle. New requests' prompts are built in the
+        same gap, with two steps queued: on this thread, since a thread building them beside it
+        would take the GIL from this one between its kernel launches, and a mixed step's
+        hundreds of launches would each wait (benchmarks/prepare_parts.py: 800 launches took
+        6 ms alone, 23 ms beside one such thread and 149 ms beside four, on the H100 machine)."""
+        while self._admit(block=self._idle()):
             try:
                 if self._trim_asked.is_set():
                     self._trim_caches()
@@ -236,6 +274,7 @@ class Engine:
                     self._read_back()  # a grammar or a seeded draw needs its tokens on the CPU first
                 batch = self.scheduler.schedule() if self.scheduler.has_work() else []
                 launched = self._launch(batch) if batch else None
+                self._build_prompts()
                 self._read_back()
                 self._in_flight = launched
             except Exception:  # a bug in the loop itself: fail what is in flight, keep serving
@@ -244,23 +283,50 @@ class Engine:
                 for job in list(self._jobs.values()):
                     self._fail(job)
 
+    def _idle(self) -> bool:
+        """Nothing to compute, read back or build: the worker may block for the next request."""
+        return not (self.scheduler.has_work() or self._in_flight is not None or self._arrivals or self._prepared)
+
     def _admit(self, block: bool) -> bool:
-        """Move newly submitted jobs into the scheduler; False once shutdown is asked."""
+        """Take newly submitted jobs, and move those whose prompts are built into the scheduler;
+        False once shutdown is asked."""
         if block:
             self.stats.timer.idle()
+        for job in self._prepared:
+            if job.cancelled.is_set():
+                self.stats.aborted_requests += 1
+            else:
+                self._jobs[id(job.seq)] = job
+                self.scheduler.add(job.seq)
+        self._prepared = []
         try:
             job = self._incoming.get(block=block)
             while True:
                 if job is None:
                     return False
-                self._jobs[id(job.seq)] = job
-                self.scheduler.add(job.seq)
+                self._arrivals.append(job)
                 job = self._incoming.get_nowait()
         except queue.Empty:
             return True
 
+    def _build_prompts(self) -> None:
+        """Build the arrivals' prompts and sequences; they join the scheduler at the next turn.
+        A prompt that cannot be built fails its request with the reason."""
+        for job in self._arrivals:
+            if job.cancelled.is_set():
+                self.stats.aborted_requests += 1
+                continue
+            try:
+                prompt = self.build_prompt(job.request)
+                job.seq = self._sequence(job.request, prompt, job.grammar, job.received, job.cancelled)
+            except Exception as exc:  # the requester raises it, as a refusal or a failure
+                job.emit(exc)
+                continue
+            self._prepared.append(job)
+        self._arrivals = []
+
     def _drop_cancelled(self) -> None:
-        for job in [j for j in self._jobs.values() if j.seq.cancelled.is_set()]:
+        for job in [j for j in self._jobs.values() if j.cancelled.is_set()]:
             self._end(job)
             self.stats.aborted_requests += 1
 

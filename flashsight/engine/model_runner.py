@@ -129,12 +129,7 @@ class ModelRunner:
                 missing[digest] = (seq, index)
             else:
                 found[digest] = cached
-        if missing:
-            if self.device.type == "cuda":
-                for seq, _ in missing.values():
-                    # Made on the image stream: its memory must not be handed out again there
-                    # before this stream has read it.
-                    seq.prompt.pixel_values.record_stream(torch.cuda.current_stream(self.device))
+        if missing:  # the pixels were made on this stream, by the engine's thread (PromptBuilder)
             pixels = torch.cat([seq.prompt.image_pixels(i) for seq, i in missing.values()]).to(self.device)
             grids = [seq.prompt.image_grids[i] for seq, i in missing.values()]
             for digest, embeds in zip(missing, self.model.encode_images(pixels, grids)):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
-import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers.image_transforms import convert_to_rgb
 
 from flashsight.engine.errors import InvalidRequestError
 from flashsight.engine.model.positions import next_position, prompt_positions
@@ -42,29 +41,20 @@ def fallback_template() -> str:
 
 
 class PromptBuilder:
-    def __init__(
-        self, processor, image_token_id: int, merge_size: int, image_device=None, image_dtype=None,
-        image_lanes: int = 4,
-    ):  # fmt: skip
+    def __init__(self, processor, image_token_id: int, merge_size: int, image_device=None, image_dtype=None):
         self.processor = processor
         self.image_token_id = image_token_id
         self.merge_size = merge_size
         # On a GPU, the image processor resizes and normalises there (its own torchvision code,
         # on CUDA tensors): tens of milliseconds of CPU per photo become one or two, and the
-        # patches are already where the vision tower reads them, in its dtype.
+        # patches are already where the vision tower reads them, in its dtype. The work is queued
+        # on the caller's current stream and never waited for: the engine builds prompts on its
+        # own thread, between the steps it queues, and a wait there would idle the GPU.
         self.image_device, self.image_dtype = image_device, image_dtype
-        # Requests' images are processed several at once, each on a lane of its own: a CUDA
-        # stream on a GPU, since on the engine's stream the processor's copies would wait behind
-        # the next step or two of the model. A wave of requests that arrive together would
-        # otherwise queue for one processor, a few milliseconds each. The lanes also bound the
-        # GPU memory that images in processing hold.
-        self._lanes: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(image_lanes):
-            self._lanes.put(torch.cuda.Stream(image_device) if image_device is not None else None)
         self.template = processor.chat_template or fallback_template()
-        # Fast tokenizers set their padding/truncation state per call: concurrent calls from
-        # request threads would collide ("Already borrowed"), so tokenizing is serialized. It is
-        # short: each image is one placeholder until the ids are expanded.
+        # Fast tokenizers set their padding/truncation state per call: concurrent calls (the
+        # engine's thread, a test's) would collide ("Already borrowed"), so tokenizing is
+        # serialized. It is short: each image is one placeholder until the ids are expanded.
         self._tokenize_lock = threading.Lock()
         # A photo's content hash (~2-3 ms of SHA-256 over its pixels, which releases the GIL)
         # runs beside the processor instead of after it, off the first token's path.
@@ -88,25 +78,23 @@ class PromptBuilder:
 
     def _process_images(self, images: list, raws: list[bytes]) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
         """The image processor's patch rows for all images, and each image's (t, h, w) grid."""
-        lane = self._lanes.get()
         try:
-            with torch.cuda.stream(lane) if lane is not None else contextlib.nullcontext():
-                options = {"device": str(self.image_device)} if lane is not None else {}
-                if lane is not None and all(getattr(image, "mode", None) == "RGB" for image in images):
-                    inputs = [self._upload(image, raw) for image, raw in zip(images, raws)]
-                    options["input_data_format"] = "channels_first"
-                else:  # the processor's own path takes PIL images
-                    inputs = [image.to_image() if isinstance(image, Picture) else image for image in images]
-                processed = self.processor.image_processor(images=inputs, return_tensors="pt", **options)
-                pixels = processed["pixel_values"]
-                if self.image_dtype is not None:
-                    pixels = pixels.to(self.image_dtype)  # the vision tower's first cast, done early: half the memory
-                if lane is not None:
-                    lane.synchronize()  # the pixels are whole before the engine reads them
+            if self.image_device is not None:
+                # The processor would copy its own uint8 tensor from pageable memory, which
+                # waits for everything queued on the stream first: uploaded here from pinned
+                # memory instead, RGB as the processor makes it.
+                rgb = [image if image.mode == "RGB" else convert_to_rgb(image) for image in images]
+                inputs = [self._upload(new, raw if new is old else None) for old, new, raw in zip(images, rgb, raws)]
+                options = {"device": str(self.image_device), "input_data_format": "channels_first"}
+            else:  # the processor's own path takes PIL images
+                inputs = [image.to_image() if isinstance(image, Picture) else image for image in images]
+                options = {}
+            processed = self.processor.image_processor(images=inputs, return_tensors="pt", **options)
         except ValueError as exc:  # e.g. an aspect ratio the image processor refuses
             raise InvalidRequestError(f"an image cannot be processed: {exc}", param="messages") from None
-        finally:
-            self._lanes.put(lane)
+        pixels = processed["pixel_values"]
+        if self.image_dtype is not None:
+            pixels = pixels.to(self.image_dtype)  # the vision tower's first cast, done early: half the memory
         return pixels, [tuple(grid) for grid in processed["image_grid_thw"].tolist()]
 
     def _token_ids(self, text: str, grids: list[tuple[int, int, int]]) -> list[int]:
@@ -135,10 +123,8 @@ class PromptBuilder:
 
     def _upload(self, image, raw: bytes | None = None) -> torch.Tensor:
         """An RGB picture as the uint8 [3, H, W] tensor the processor would make of it, copied to
-        the GPU from pinned memory. Left to the processor, the copy is from pageable memory: the
-        driver stages it synchronously, and while it does, the engine thread's kernel launches
-        stall (seen as the GPU idling 1-4 ms before each image's copy under load). `raw` is the
-        picture's `tobytes()` when the caller has it already; it is copied once, into pinned memory."""
+        the GPU from pinned memory without waiting for the stream. `raw` is the picture's
+        `tobytes()` when the caller has it already; it is copied once, into pinned memory."""
         raw = image.tobytes() if raw is None else raw
         pinned = torch.empty((image.height, image.width, 3), dtype=torch.uint8, pin_memory=True)
         np.copyto(pinned.numpy(), np.frombuffer(raw, np.uint8).reshape(pinned.shape))
