@@ -8,8 +8,9 @@ Over HTTP, the prepare stage of W1 c1's first token was 15-23 ms on the device (
 against ~70 ms of prefill: this says which part of it is the processor, the copy, the hash or
 the tokenizer. The launch figures test session 12's suspect for the slower mixed steps over
 HTTP: each kernel launch releases the GIL, and a preparing thread that takes it holds the
-launching thread back. Only the processor and tokenizer are loaded (no weights), on the GPU when there
-is one. Images are the bench's own (flashsight.bench.images), decoded as the server decodes them.
+launching thread back. They showed it on the H100 (session 14), which is why the engine now
+builds prompts on its own thread. Only the processor and tokenizer are loaded (no weights), on
+the GPU when there is one. Images are the bench's own (flashsight.bench.images), decoded as the server decodes them.
 """
 
 from __future__ import annotations
