@@ -1,7 +1,11 @@
 """Where one decode step's GPU time goes: the engine's own CUDA graph for a batch size, replayed
 with every sequence at the same context, timed, then its kernels tabled (GPU only).
 
-    python benchmarks/decode_step.py [--rows 1 112] [--context 1450] [--no-pdl] [--top 14]
+    python benchmarks/decode_step.py [--rows 1 112] [--context 1450] [--no-pdl] [--top 14] [--sweep]
+
+--sweep re-captures the graph with each product's other split-K launch plans, one product at a
+time (the others on their defaults): plans timed where they run, with the weights cold in L2 and
+the neighbouring kernels overlapping, which a product timed alone (skinny_gemm.py) cannot show.
 
 Full-size synthetic checkpoint, bf16. Each sequence reads its own pages of the KV cache (whatever
 they hold: speed depends on shapes). A served step also samples and copies its inputs; this is
@@ -18,7 +22,8 @@ import torch.profiler as tp
 
 from flashsight.engine.config import EngineConfig
 from flashsight.engine.engine import Engine
-from flashsight.engine.kernels import dependent_launch
+from flashsight.engine.kernels import dependent_launch, skinny_matmul
+from flashsight.engine.kernels.skinny_matmul import SkinnyPlan
 from flashsight.engine.testmodel import write_test_model
 
 
@@ -62,12 +67,54 @@ def kernel_table(graph, top: int, repeats: int = 20) -> list[str]:
     return lines
 
 
+PRODUCTS = {"qkv": (4608, 4096), "o": (4096, 4096), "gate_up": (27392, 4096), "down": (4096, 13696)}
+CANDIDATES = [SkinnyPlan(*plan) for plan in [
+    (64, 64, 1, 4, 6), (64, 64, 2, 4, 6), (64, 64, 4, 4, 6), (64, 64, 8, 4, 6), (32, 64, 1, 4, 6), (32, 64, 2, 4, 6),
+    (32, 128, 1, 4, 4), (32, 128, 2, 4, 4), (64, 128, 1, 4, 4), (64, 128, 2, 4, 4), (128, 64, 1, 4, 6),
+    (128, 128, 1, 8, 3), (64, 128, 1, 8, 4), (64, 256, 1, 4, 3),
+]]  # fmt: skip
+
+
+def sweep(runner, rows: int, context: int) -> None:
+    """Each product's candidate plans in the captured step; the gated gate/up product ignores
+    splits (one slice), so only its tiles vary."""
+    default_plan = skinny_matmul.plan_for
+    bucket = runner._bucket(rows)
+
+    def step_ms(plans: dict) -> float:
+        skinny_matmul.plan_for = lambda n, k: plans.get((n, k)) or default_plan(n, k)
+        with torch.inference_mode():
+            runner._forward(runner.inputs.first(bucket))  # compiles outside the capture
+            runner._capture(bucket)
+        fill(runner, rows, bucket, context)
+        return min(replay_ms(runner.graphs[bucket][0]) for _ in range(3))
+
+    base = step_ms({})
+    print(f"sweep, {rows} rows, context {context}: defaults {base:.3f} ms per replay")
+    for name, shape in PRODUCTS.items():
+        seen, results = set(), []
+        for plan in CANDIDATES:
+            key = plan._replace(splits=1) if name == "gate_up" else plan
+            if key in seen or key == default_plan(*shape):
+                continue
+            seen.add(key)
+            try:
+                results.append((step_ms({shape: plan}), plan))
+            except Exception as error:  # a tile too large for shared memory
+                print(f"  {name} {tuple(plan)}: {type(error).__name__}")
+        results.sort()
+        print(f"  {name} default {tuple(default_plan(*shape))}: {base:.3f} ms; best: "
+              + ", ".join(f"{tuple(plan)} {ms:.3f}" for ms, plan in results[:4]))  # fmt: skip
+    skinny_matmul.plan_for = default_plan
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 112])
     parser.add_argument("--context", type=int, default=1450)
     parser.add_argument("--no-pdl", action="store_true", help="launch no kernel as a programmatic dependent")
     parser.add_argument("--top", type=int, default=14)
+    parser.add_argument("--sweep", action="store_true", help="time each product's other launch plans in the step")
     args = parser.parse_args()
     dependent_launch.allow(not args.no_pdl)
     model = write_test_model(tempfile.mkdtemp(), size="full")
@@ -80,6 +127,8 @@ def main() -> None:
         print(f"{rows} rows (graph of {bucket}), context {args.context}, pdl {not args.no_pdl}: "
               f"{replay_ms(graph):.3f} ms per replay")  # fmt: skip
         print("\n".join(kernel_table(graph, args.top)))
+        if args.sweep:
+            sweep(runner, rows, args.context)
 
 
 if __name__ == "__main__":
