@@ -9,6 +9,10 @@ weight tile is the wide operand of the matrix instruction (swap-AB), so a batch 
 fills it. With more than one slice, each writes float32 partial sums. A second pass adds them in
 a fixed order, so the result does not depend on which slice ends first; it also adds the bias and
 rounds. (Or the norm after the product does that pass: norms.add_rms_norm_of_sum.)
+
+On Hopper each program asks L2 for the first stretch of its weights before it waits for the
+kernel before it (dependent launch): weights never depend on that kernel, so the stream starts
+while the kernel before drains, instead of after.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from flashsight.engine.kernels.dependent_launch import enabled as pdl_enabled, w
 
 
 MAX_ROWS = 16  # above this cuBLAS is as fast (32 rows and more: benchmarks/skinny_gemm.py)
+PREFETCH_COLUMNS = 512  # of each weight row, asked of L2 before the wait; 0: none (benchmarks/decode_step.py --sweep)
 
 
 class SkinnyPlan(NamedTuple):
@@ -39,12 +44,12 @@ def _skinny_kernel(
     x_ptr, w_ptr, bias_ptr, out_ptr, rows, n, k, blocks_per_split,
     stride_x, stride_w, stride_split, stride_out,
     HAS_BIAS: tl.constexpr, PARTIAL: tl.constexpr, EVEN_K: tl.constexpr, GATED: tl.constexpr,
-    BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
+    BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr,
 ):  # fmt: skip
     """x @ W.T over one slice of k for BLOCK_N weight rows. GATED: W is [2n, k], a gate's n rows
     then an up projection's, and the program's rows pair gate row j with up row j (even and odd
-    tile rows) for BLOCK_N / 2 outputs silu(gate) * up: SwiGLU without a launch of its own."""
-    wait_for_previous(PDL)
+    tile rows) for BLOCK_N / 2 outputs silu(gate) * up: SwiGLU without a launch of its own.
+    PREFETCH: columns of each of the program's weight rows to ask of L2 before the wait."""
     split = tl.program_id(1)
     if GATED:
         r = tl.arange(0, BLOCK_N)
@@ -58,6 +63,10 @@ def _skinny_kernel(
     tok_ok = toks < rows
     acc = tl.zeros((BLOCK_N, BLOCK_T), tl.float32)
     first = split * blocks_per_split * BLOCK_K
+    if PREFETCH > 0:
+        span = tl.minimum(tl.minimum(PREFETCH, blocks_per_split * BLOCK_K), k - first) // 8 * 8  # whole 16 bytes
+        _prefetch_l2(w_ptr + w_rows.to(tl.int64) * stride_w + first, span * 2, col_ok & (span > 0))
+    wait_for_previous(PDL)
     for step in range(0, blocks_per_split):
         ks = first + step * BLOCK_K + tl.arange(0, BLOCK_K)
         if EVEN_K:
@@ -85,6 +94,16 @@ def _skinny_kernel(
         if HAS_BIAS:
             out += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         tl.store(out_ptr + toks[:, None] * stride_out + cols[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _prefetch_l2(pointers, nbytes, mask):
+    """Ask L2 for nbytes (a multiple of 16) from each 16-byte aligned pointer where mask holds
+    (a Hopper bulk prefetch: no registers held, nothing waited for)."""
+    tl.inline_asm_elementwise(
+        "{ .reg .pred p; setp.ne.b32 p, $3, 0; @p cp.async.bulk.prefetch.L2.global [$1], $2; mov.u32 $0, 0; }",
+        "=r,l,r,r", [pointers, nbytes, mask.to(tl.int32)], dtype=tl.int32, is_pure=False, pack=1,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -175,10 +194,13 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pl
     per_split = triton.cdiv(k_blocks, splits)
     partial = target.dim() == 3
     pdl = pdl_enabled(x)
+    # The bulk prefetch wants 16-byte aligned rows; it is a Hopper instruction, as is the wait.
+    aligned = weight.stride(0) * weight.element_size() % 16 == 0 and weight.data_ptr() % 16 == 0
+    prefetch = PREFETCH_COLUMNS if pdl and aligned and block_k * weight.element_size() % 16 == 0 else 0
     _skinny_kernel[(triton.cdiv(n, block_n // 2 if gated else block_n), splits)](
         x, weight, bias if bias is not None else weight, target, rows, n, k, per_split,
         x.stride(0), weight.stride(0), target.stride(0) if partial else 0, target.stride(-2),
         HAS_BIAS=bias is not None, PARTIAL=partial, EVEN_K=k % block_k == 0 and k_blocks % per_split == 0,
         GATED=gated, BLOCK_T=block_rows(rows), BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
-        PDL=pdl, launch_pdl=pdl,
+        PDL=pdl, PREFETCH=prefetch, launch_pdl=pdl,
     )  # fmt: skip
