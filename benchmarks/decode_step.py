@@ -72,19 +72,24 @@ CANDIDATES = [SkinnyPlan(*plan) for plan in [
     (64, 64, 1, 4, 6), (64, 64, 2, 4, 6), (64, 64, 4, 4, 6), (32, 64, 1, 4, 6), (32, 128, 2, 4, 4),
     (64, 128, 1, 4, 4), (64, 128, 2, 4, 4), (64, 256, 1, 4, 3), (64, 128, 1, 8, 4), (64, 256, 2, 4, 3),
 ]]  # fmt: skip
-PREFETCHES = (0, 256, 1024, 2048)
+PREFETCHES = (0, 256, 512, 1024, 2048)
+ORDERS = {"wait first": dependent_launch.WAIT_FIRST, "trigger first": dependent_launch.TRIGGER_FIRST}
 
 
 def sweep(runner, rows: int, context: int) -> None:
-    """How many columns of weights each product asks of L2 before its wait, then each product's
+    """Both orders of a kernel's wait and its trigger of the next, by how many columns of weights
+    each product asks of L2 before its wait (dependent_launch, skinny_matmul), then each product's
     candidate plans (the others on their defaults), then the best of each together. The gated
     gate/up product ignores splits (one slice), so only its tiles vary."""
     default_plan, default_prefetch = skinny_matmul.plan_for, skinny_matmul.PREFETCH_COLUMNS
     bucket = runner._bucket(rows)
 
-    def step_ms(plans: dict, prefetch: int = default_prefetch) -> float:
+    default_order = dependent_launch.enabled(runner.inputs.slots)
+
+    def step_ms(plans: dict, prefetch: int = default_prefetch, order: int = default_order) -> float:
         skinny_matmul.plan_for = lambda n, k: plans.get((n, k)) or default_plan(n, k)
         skinny_matmul.PREFETCH_COLUMNS = prefetch
+        dependent_launch.allow(True, order)
         with torch.inference_mode():
             runner._forward(runner.inputs.first(bucket))  # compiles outside the capture
             runner._capture(bucket)
@@ -92,8 +97,10 @@ def sweep(runner, rows: int, context: int) -> None:
         return min(replay_ms(runner.graphs[bucket][0]) for _ in range(3))
 
     base = step_ms({})
-    print(f"sweep, {rows} rows, context {context}: defaults {base:.3f} ms per replay (prefetch {default_prefetch})")
-    print("  prefetch columns: " + ", ".join(f"{cols} {step_ms({}, cols):.3f}" for cols in PREFETCHES))
+    print(f"sweep, {rows} rows, context {context}: defaults {base:.3f} ms per replay (prefetch {default_prefetch}, "
+          f"order {default_order})")  # fmt: skip
+    for name, order in ORDERS.items():
+        print(f"  {name}, by prefetch columns: " + ", ".join(f"{cols} {step_ms({}, cols, order):.3f}" for cols in PREFETCHES))
     best = {}
     for name, shape in PRODUCTS.items():
         seen, results = set(), []
@@ -114,6 +121,7 @@ def sweep(runner, rows: int, context: int) -> None:
     if best:
         print(f"  the best of each together: {step_ms(best):.3f} ms, {[tuple(plan) for plan in best.values()]}")
     skinny_matmul.plan_for, skinny_matmul.PREFETCH_COLUMNS = default_plan, default_prefetch
+    dependent_launch.allow(True, default_order)
 
 
 def main() -> None:

@@ -37,6 +37,6 @@ def silu_and_mul(gate_up: torch.Tensor) -> torch.Tensor:
     block = 1024
     pdl = pdl_enabled(rows)
     _silu_and_mul_kernel[(rows.shape[0], triton.cdiv(n, block))](
-        rows, out, rows.stride(0), out.stride(0), n, BLOCK=block, PDL=pdl, launch_pdl=pdl
+        rows, out, rows.stride(0), out.stride(0), n, BLOCK=block, PDL=pdl, launch_pdl=pdl > 0
     )  # fmt: skip
     return out.view(*gate_up.shape[:-1], n)

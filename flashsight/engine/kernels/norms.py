@@ -74,7 +74,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     n = rows.shape[1]
     pdl = pdl_enabled(x)
     _rms_norm_kernel[(rows.shape[0],)](rows, weight, out, rows.stride(0), out.stride(0), n, eps,
-                                       BLOCK=triton.next_power_of_2(n), PDL=pdl, launch_pdl=pdl)  # fmt: skip
+                                       BLOCK=triton.next_power_of_2(n), PDL=pdl, launch_pdl=pdl > 0)  # fmt: skip
     return out.view(x.shape)
 
 
@@ -107,7 +107,7 @@ def _add_and_norm(x, y, w1, eps, w2, summed: bool = False):
         rows_x, rows_y, any_weight, w2 if w2 is not None else any_weight, x_out, h_out,
         rows_x.stride(0), rows_y.stride(-2), x_out.stride(0), n, eps, rows_y.stride(0) if splits else 0,
         NORM_Y=w1 is not None, SECOND=w2 is not None, SPLITS=splits, BLOCK=triton.next_power_of_2(n),
-        PDL=pdl, launch_pdl=pdl,
+        PDL=pdl, launch_pdl=pdl > 0,
     )  # fmt: skip
     if w2 is None:
         return x_out.view(x.shape)

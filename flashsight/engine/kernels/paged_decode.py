@@ -111,11 +111,11 @@ def paged_decode_attention(
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), v_cache.stride(0), v_cache.stride(1),
         block_tables.stride(0), out.stride(0), out.stride(1), head_dim**-0.5, group, heads,
         GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim, PAGE=page_size, TILE=tile,
-        SPLITS=splits, num_warps=warps, PDL=pdl, launch_pdl=pdl,
+        SPLITS=splits, num_warps=warps, PDL=pdl, launch_pdl=pdl > 0,
     )  # fmt: skip
     if splits > 1:
         _merge_splits_kernel[(batch, heads)](part_acc, part_stats, out, out.stride(0), out.stride(1), heads,
-                                             HEAD_DIM=head_dim, SPLITS=splits, PDL=pdl, launch_pdl=pdl)  # fmt: skip
+                                             HEAD_DIM=head_dim, SPLITS=splits, PDL=pdl, launch_pdl=pdl > 0)  # fmt: skip
     return out
 
 

@@ -90,5 +90,5 @@ def apply_rope_and_store_(q, k, v, cos, sin, keys: torch.Tensor, values: torch.T
         v.stride(1), cos.stride(0), keys.stride(0), keys.stride(1), q_heads, k_heads, dim,
         HEADS=triton.next_power_of_2(q_heads), K_HEADS=triton.next_power_of_2(k_heads), ROTARY=rotary,
         REST=triton.next_power_of_2(dim - rotary) if dim > rotary else 0, DIM=triton.next_power_of_2(dim),
-        PDL=pdl, launch_pdl=pdl,
+        PDL=pdl, launch_pdl=pdl > 0,
     )  # fmt: skip

@@ -152,7 +152,7 @@ def skinny_linear(
     pdl = pdl_enabled(x)
     _sum_splits_kernel[(triton.cdiv(total, block),)](
         partial, bias_arg, out, out.shape[1], total, partial.stride(0),
-        SPLITS=partial.shape[0], HAS_BIAS=bias is not None, BLOCK=block, PDL=pdl, launch_pdl=pdl,
+        SPLITS=partial.shape[0], HAS_BIAS=bias is not None, BLOCK=block, PDL=pdl, launch_pdl=pdl > 0,
     )  # fmt: skip
     return out
 
@@ -202,5 +202,5 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pl
         x.stride(0), weight.stride(0), target.stride(0) if partial else 0, target.stride(-2),
         HAS_BIAS=bias is not None, PARTIAL=partial, EVEN_K=k % block_k == 0 and k_blocks % per_split == 0,
         GATED=gated, BLOCK_T=block_rows(rows), BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
-        PDL=pdl, PREFETCH=prefetch, launch_pdl=pdl,
+        PDL=pdl, PREFETCH=prefetch, launch_pdl=pdl > 0,
     )  # fmt: skip
