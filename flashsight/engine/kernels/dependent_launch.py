@@ -25,7 +25,7 @@ import triton.language as tl
 
 WAIT_FIRST, TRIGGER_FIRST = 1, 2
 _allowed = True
-_order = TRIGGER_FIRST
+_order = WAIT_FIRST  # TRIGGER_FIRST awaits its measurement (decode_step.py --sweep)
 
 
 @triton.jit
@@ -46,7 +46,7 @@ def enabled(t: torch.Tensor) -> int:
     return _order if _allowed and t.is_cuda and _supported(t.device.index) else 0
 
 
-def allow(on: bool, order: int = TRIGGER_FIRST) -> None:
+def allow(on: bool, order: int = WAIT_FIRST) -> None:
     """Turn dependent launches off (or back on, in an order) for the process: for A/B
     measurements (benchmarks/inprocess.py --no-pdl, decode_step.py --sweep), set before the
     kernels are captured."""

@@ -10,9 +10,10 @@ fills it. With more than one slice, each writes float32 partial sums. A second p
 a fixed order, so the result does not depend on which slice ends first; it also adds the bias and
 rounds. (Or the norm after the product does that pass: norms.add_rms_norm_of_sum.)
 
-On Hopper each program asks L2 for the first stretch of its weights before it waits for the
-kernel before it (dependent launch): weights never depend on that kernel, so the stream starts
-while the kernel before drains, instead of after.
+On Hopper each program can ask L2 for the first stretch of its weights before it waits for the
+kernel before it (dependent launch; PREFETCH_COLUMNS, off until a sweep on the device shows it
+pays): weights never depend on that kernel, so the stream would start while the kernel before
+drains, instead of after.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from flashsight.engine.kernels.dependent_launch import enabled as pdl_enabled, w
 
 
 MAX_ROWS = 16  # above this cuBLAS is as fast (32 rows and more: benchmarks/skinny_gemm.py)
-PREFETCH_COLUMNS = 512  # of each weight row, asked of L2 before the wait; 0: none (benchmarks/decode_step.py --sweep)
+PREFETCH_COLUMNS = 0  # of each weight row, asked of L2 before the wait; 0: none (to be set from decode_step.py --sweep)
 
 
 class SkinnyPlan(NamedTuple):
@@ -121,14 +122,19 @@ def _sum_splits_kernel(part_ptr, bias_ptr, out_ptr, n, total, stride_split,
 
 
 def plan_for(n: int, k: int) -> SkinnyPlan:
-    """The launch for an [n, k] weight, from the H200's fastest at 1 to 16 rows (BENCHMARKS.md,
-    session 6): 64-column tiles; when they alone make 256 programs or more, one slice of
-    128-deep steps, four in flight; else 64-deep steps, six in flight, and enough slices for
-    ~128 programs and slices no deeper than 4096."""
+    """The launch for an [n, k] weight, from the H100's fastest at one row, each product timed
+    inside a captured decode step (BENCHMARKS.md, session 15; the H200's of session 6 before):
+    64-column tiles; when they alone make 256 programs or more (gate/up, the LM head), one slice
+    of 128-deep steps, four in flight; a deep product (down, k = 13696) two slices of such steps;
+    else ~128 programs: when that is one slice (q/k/v), 256-deep steps, three in flight, or else
+    (o) 64-deep steps, six in flight, in slices no deeper than 4096."""
     tiles = triton.cdiv(n, 64)
     if tiles >= 256:
         return SkinnyPlan(64, 128, 1, 4, 4)
-    return SkinnyPlan(64, 64, min(8, max(1, 128 // tiles, triton.cdiv(k, 4096))), 4, 6)
+    if k > 8192:
+        return SkinnyPlan(64, 128, 2, 4, 4)
+    splits = min(8, max(1, 128 // tiles, triton.cdiv(k, 4096)))
+    return SkinnyPlan(64, 256, 1, 4, 3) if splits == 1 else SkinnyPlan(64, 64, splits, 4, 6)
 
 
 def block_rows(rows: int) -> int:
