@@ -12,7 +12,8 @@
 #              since one HTTP run a variant is within the run-to-run spread
 #   FLASHSIGHT_STEP_TRACE=DIR  the engine process traces a window of loaded steps into DIR
 #              (benchmarks/step_trace.py: kernel time, and the GPU's idle gaps inside steps)
-#   FLASHSIGHT_SWITCH_INTERVAL_MS  the GIL's switch interval in the engine process
+#   FLASHSIGHT_SWITCH_INTERVAL_MS, FLASHSIGHT_PDL_ORDER, FLASHSIGHT_PREFETCH_COLUMNS  knobs of the
+#              engine process (benchmarks/trace_site/sitecustomize.py says what each sets)
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -31,7 +32,9 @@ SITE=$(echo "$PYTHONPATH" | tr ':' '\n' | grep -m1 '^/tmp/site$')
 for spec in ${TREES:-main:.}; do
   IFS=: read -r label tree <<< "$spec"
   [ -n "$TREES" ] && echo "== $label ($tree)" && out="$OUT/$label" || out="$OUT"
-  trace=""; [ -n "$FLASHSIGHT_STEP_TRACE$FLASHSIGHT_SWITCH_INTERVAL_MS" ] && trace=":$PWD/benchmarks/trace_site"
+  trace=""
+  [ -n "$FLASHSIGHT_STEP_TRACE$FLASHSIGHT_SWITCH_INTERVAL_MS$FLASHSIGHT_PDL_ORDER$FLASHSIGHT_PREFETCH_COLUMNS" ] \
+    && trace=":$PWD/benchmarks/trace_site"
   [ -n "$FLASHSIGHT_STEP_TRACE" ] && export FLASHSIGHT_STEP_TRACE="$out/trace"
   (cd "$tree" && PYTHONPATH=${SITE:+$SITE:}$PWD$trace python3 benchmarks/serve_bench.py --model "$MODEL" --out "$out" $BENCH_ARGS \
     --runs ${HTTP_RUNS:-W1:1 W1-repeat:1 W2:1 W1:100 W2:100} -- $SERVE_ARGS 2>&1 | grep -vE "^  (mean JPEG|wrote)|^ +----")

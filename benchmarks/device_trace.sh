@@ -10,7 +10,7 @@
 #   SKIP_TESTS=1  no GPU tests first; SKIP_ENGINE_PROCESS=1 no `--engine-process` home
 #   MODEL      a checkpoint directory (default: write the full-size synthetic one)
 #   VARIANT_RUNS  then untraced W2 c100 runs over HTTP, one per label:KNOB=value[,KNOB=value]
-#                 (a knob: FLASHSIGHT_SWITCH_INTERVAL_MS; none for the default), e.g.
+#                 (knobs: benchmarks/trace_site/sitecustomize.py; none for the default), e.g.
 #                 "base: s05:FLASHSIGHT_SWITCH_INTERVAL_MS=0.5 base2:",
 #                 while under VARIANTS_UNTIL_S (480) s of the call
 set -o pipefail
