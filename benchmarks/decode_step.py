@@ -3,8 +3,9 @@ with every sequence at the same context, timed, then its kernels tabled (GPU onl
 
     python benchmarks/decode_step.py [--rows 1 112] [--context 1450] [--no-pdl] [--top 14] [--sweep]
 
---sweep re-captures the graph with each product's other split-K launch plans, one product at a
-time (the others on their defaults): plans timed where they run, with the weights cold in L2 and
+--sweep re-captures the graph with both orders of a kernel's wait and its trigger of the next at
+several weight-prefetch depths, then with each product's other split-K launch plans, one product
+at a time (the others on their defaults): timed where they run, with the weights cold in L2 and
 the neighbouring kernels overlapping, which a product timed alone (skinny_gemm.py) cannot show.
 
 Full-size synthetic checkpoint, bf16. Each sequence reads its own pages of the KV cache (whatever
@@ -83,7 +84,6 @@ def sweep(runner, rows: int, context: int) -> None:
     gate/up product ignores splits (one slice), so only its tiles vary."""
     default_plan, default_prefetch = skinny_matmul.plan_for, skinny_matmul.PREFETCH_COLUMNS
     bucket = runner._bucket(rows)
-
     default_order = dependent_launch.enabled(runner.inputs.slots)
 
     def step_ms(plans: dict, prefetch: int = default_prefetch, order: int = default_order) -> float:
@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=1450)
     parser.add_argument("--no-pdl", action="store_true", help="launch no kernel as a programmatic dependent")
     parser.add_argument("--top", type=int, default=14)
-    parser.add_argument("--sweep", action="store_true", help="time each product's other launch plans in the step")
+    parser.add_argument("--sweep", action="store_true", help="time the launch orders, prefetch depths and products' plans in the step")
     args = parser.parse_args()
     dependent_launch.allow(not args.no_pdl)
     model = write_test_model(tempfile.mkdtemp(), size="full")

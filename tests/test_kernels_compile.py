@@ -1,7 +1,8 @@
 """The decode path's Triton kernels compile for the H100/H200 (sm_90), down to a cubin, on this
 CPU-only machine. Triton's interpreter (test_kernels.py) runs kernels as Python and accepts code
 the compiler rejects, e.g. a name bound to tensors of two shapes in the two arms of a branch:
-that reached the device once and cost a call there. Each case is a launch the engine makes, in the order of wait and trigger it uses."""
+that reached the device once and cost a call there. Each case is a launch the engine makes; the
+cases take either order of a kernel's wait and its trigger of the next (dependent_launch)."""
 
 from __future__ import annotations
 
