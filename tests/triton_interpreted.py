@@ -67,8 +67,8 @@ def check_skinny_matmul() -> None:
 
     torch.manual_seed(3)
     # one slice written straight out; slices summed by the second pass, the last one short;
-    # the launch plan_for picks, as for the decoder's output projection (two 64-deep slices);
-    # its plans for q/k/v (one slice of 256-deep steps) and down (two of 128, here uneven)
+    # the launches plan_for picks for the decoder's output projection (here one 256-deep step),
+    # q/k/v (one slice of 256-deep steps) and down (two slices of 256-deep steps, here uneven)
     for rows, n, k, plan in ((3, 100, 96, SkinnyPlan(64, 32, 1, 4, 2)), (16, 70, 200, SkinnyPlan(32, 32, 3, 4, 2)),
                              (1, 128, 256, plan_for(4096, 4096)), (1, 100, 512, plan_for(4608, 4096)),
                              (2, 96, 640, plan_for(4096, 13696))):  # fmt: skip

@@ -29,7 +29,7 @@ from flashsight.engine.kernels.dependent_launch import enabled as pdl_enabled, w
 
 
 MAX_ROWS = 16  # above this cuBLAS is as fast (32 rows and more: benchmarks/skinny_gemm.py)
-PREFETCH_COLUMNS = 0  # of each weight row, asked of L2 before the wait; 0: none (to be set from decode_step.py --sweep)
+PREFETCH_COLUMNS = 0  # of each weight row, asked of L2 before the wait; 0: none (any depth cost the H100's step: session 16)
 
 
 class SkinnyPlan(NamedTuple):
@@ -123,18 +123,15 @@ def _sum_splits_kernel(part_ptr, bias_ptr, out_ptr, n, total, stride_split,
 
 def plan_for(n: int, k: int) -> SkinnyPlan:
     """The launch for an [n, k] weight, from the H100's fastest at one row, each product timed
-    inside a captured decode step (BENCHMARKS.md, session 15; the H200's of session 6 before):
+    inside a captured decode step (BENCHMARKS.md, sessions 15-16; the H200's of session 6 before):
     64-column tiles; when they alone make 256 programs or more (gate/up, the LM head), one slice
-    of 128-deep steps, four in flight; a deep product (down, k = 13696) two slices of such steps;
-    else ~128 programs: when that is one slice (q/k/v), 256-deep steps, three in flight, or else
-    (o) 64-deep steps, six in flight, in slices no deeper than 4096."""
+    of 128-deep steps, four in flight; else 256-deep steps, three in flight, in as many slices as
+    make ~128 programs (q/k/v: one, o: two), no deeper than 4096, and two for down (k = 13696)."""
     tiles = triton.cdiv(n, 64)
     if tiles >= 256:
         return SkinnyPlan(64, 128, 1, 4, 4)
-    if k > 8192:
-        return SkinnyPlan(64, 128, 2, 4, 4)
-    splits = min(8, max(1, 128 // tiles, triton.cdiv(k, 4096)))
-    return SkinnyPlan(64, 256, 1, 4, 3) if splits == 1 else SkinnyPlan(64, 64, splits, 4, 6)
+    splits = 2 if k > 8192 else min(8, max(1, 128 // tiles, triton.cdiv(k, 4096)))
+    return SkinnyPlan(64, 256, splits, 4, 3)
 
 
 def block_rows(rows: int) -> int:
