@@ -14,6 +14,8 @@
 #              (benchmarks/step_trace.py: kernel time, and the GPU's idle gaps inside steps)
 #   FLASHSIGHT_SWITCH_INTERVAL_MS, FLASHSIGHT_PDL_ORDER, FLASHSIGHT_PREFETCH_COLUMNS  knobs of the
 #              engine process (benchmarks/trace_site/sitecustomize.py says what each sets)
+#   FLASHSIGHT_RECEIVE_MARKS=1  the server marks where each request's receive stage goes
+#              (benchmarks/receive_marks.py), summarised after each tree's runs
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}
@@ -33,9 +35,11 @@ for spec in ${TREES:-main:.}; do
   IFS=: read -r label tree <<< "$spec"
   [ -n "$TREES" ] && echo "== $label ($tree)" && out="$OUT/$label" || out="$OUT"
   trace=""
-  [ -n "$FLASHSIGHT_STEP_TRACE$FLASHSIGHT_SWITCH_INTERVAL_MS$FLASHSIGHT_PDL_ORDER$FLASHSIGHT_PREFETCH_COLUMNS" ] \
+  [ -n "$FLASHSIGHT_STEP_TRACE$FLASHSIGHT_SWITCH_INTERVAL_MS$FLASHSIGHT_PDL_ORDER$FLASHSIGHT_PREFETCH_COLUMNS$FLASHSIGHT_RECEIVE_MARKS" ] \
     && trace=":$PWD/benchmarks/trace_site"
   [ -n "$FLASHSIGHT_STEP_TRACE" ] && export FLASHSIGHT_STEP_TRACE="$out/trace"
+  [ -n "$FLASHSIGHT_RECEIVE_MARKS" ] && mkdir -p "$out" && export FLASHSIGHT_RECEIVE_MARKS="$out/receive.jsonl"
   (cd "$tree" && PYTHONPATH=${SITE:+$SITE:}$PWD$trace python3 benchmarks/serve_bench.py --model "$MODEL" --out "$out" $BENCH_ARGS \
     --runs ${HTTP_RUNS:-W1:1 W1-repeat:1 W2:1 W1:100 W2:100} -- $SERVE_ARGS 2>&1 | grep -vE "^  (mean JPEG|wrote)|^ +----")
+  [ -n "$FLASHSIGHT_RECEIVE_MARKS" ] && python3 benchmarks/receive_marks.py "$FLASHSIGHT_RECEIVE_MARKS"
 done

@@ -6,7 +6,9 @@ for the engine process, which no command-line flag reaches:
   FLASHSIGHT_PDL_ORDER           "wait" or "trigger": whether a kernel lets the next one in before
                                  or after its own wait (kernels/dependent_launch.py)
   FLASHSIGHT_PREFETCH_COLUMNS    of each weight row a decode product asks of L2 before its wait
-                                 (kernels/skinny_matmul.py)"""
+                                 (kernels/skinny_matmul.py)
+and for the server's process, FLASHSIGHT_RECEIVE_MARKS=FILE marks where each chat request's receive
+stage goes (benchmarks/receive_marks.py)."""
 
 import importlib.abc
 import importlib.machinery
@@ -14,9 +16,14 @@ import os
 import sys
 
 
-class _PatchEngineOnImport(importlib.abc.MetaPathFinder):
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Runs `patch(module)` once the named module has been executed."""
+
+    def __init__(self, name, patch):
+        self.name, self.patch = name, patch
+
     def find_spec(self, name, path, target=None):
-        if name != "flashsight.engine.engine":
+        if name != self.name:
             return None
         sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(name, path)
@@ -25,15 +32,19 @@ class _PatchEngineOnImport(importlib.abc.MetaPathFinder):
         def run_then_patch(module):
             run_module(module)
             sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-            from step_trace import install_from_environment
-
-            install_from_environment(module.Engine)
-            if os.environ.get("FLASHSIGHT_SWITCH_INTERVAL_MS"):
-                sys.setswitchinterval(float(os.environ["FLASHSIGHT_SWITCH_INTERVAL_MS"]) / 1e3)
-            _set_kernel_knobs()
+            self.patch(module)
 
         spec.loader.exec_module = run_then_patch
         return spec
+
+
+def _patch_engine(module):
+    from step_trace import install_from_environment
+
+    install_from_environment(module.Engine)
+    if os.environ.get("FLASHSIGHT_SWITCH_INTERVAL_MS"):
+        sys.setswitchinterval(float(os.environ["FLASHSIGHT_SWITCH_INTERVAL_MS"]) / 1e3)
+    _set_kernel_knobs()
 
 
 def _set_kernel_knobs():
@@ -48,6 +59,14 @@ def _set_kernel_knobs():
         skinny_matmul.PREFETCH_COLUMNS = int(os.environ["FLASHSIGHT_PREFETCH_COLUMNS"])
 
 
+def _patch_chat_route(module):
+    from receive_marks import install
+
+    install(os.environ["FLASHSIGHT_RECEIVE_MARKS"])
+
+
 _KNOBS = ("FLASHSIGHT_STEP_TRACE", "FLASHSIGHT_SWITCH_INTERVAL_MS", "FLASHSIGHT_PDL_ORDER", "FLASHSIGHT_PREFETCH_COLUMNS")
 if any(os.environ.get(knob) for knob in _KNOBS):
-    sys.meta_path.insert(0, _PatchEngineOnImport())
+    sys.meta_path.insert(0, _PatchOnImport("flashsight.engine.engine", _patch_engine))
+if os.environ.get("FLASHSIGHT_RECEIVE_MARKS"):
+    sys.meta_path.insert(0, _PatchOnImport("flashsight.server.routes.chat", _patch_chat_route))
