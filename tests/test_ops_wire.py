@@ -54,3 +54,12 @@ def test_pickled_any_other_way_a_picture_carries_its_bytes():
     _, pictures = _request()
     for protocol in (2, 4, 5):
         assert pickle.loads(pickle.dumps(pictures[1], protocol=protocol)) == pictures[1]
+
+
+def test_over_a_one_way_pipe_pictures_cross_as_connection_frames():
+    request, pictures = _request()
+    theirs, ours = multiprocessing.Pipe(duplex=False)  # not a socket: the frames go through the Connection
+    threading.Thread(target=wire.send, args=(ours, ("generate", 3, request)), daemon=True).start()
+    got = wire.receive(theirs)
+    images = [part["image"] for part in got[2].messages[0]["content"] if part["type"] == "image"]
+    assert images[0] == pictures[0] and images[2] == pictures[1]
