@@ -12,8 +12,8 @@
 #              since one HTTP run a variant is within the run-to-run spread
 #   FLASHSIGHT_STEP_TRACE=DIR  the engine process traces a window of loaded steps into DIR
 #              (benchmarks/step_trace.py: kernel time, and the GPU's idle gaps inside steps)
-#   FLASHSIGHT_SWITCH_INTERVAL_MS, FLASHSIGHT_PDL_ORDER, FLASHSIGHT_PREFETCH_COLUMNS,
-#   FLASHSIGHT_HASH_PIECE  knobs of the engine process (benchmarks/trace_site/sitecustomize.py says what each sets)
+#   FLASHSIGHT_SWITCH_INTERVAL_MS, FLASHSIGHT_PDL_ORDER, FLASHSIGHT_PREFETCH_COLUMNS  knobs of the
+#              engine process (benchmarks/trace_site/sitecustomize.py says what each sets)
 #   FLASHSIGHT_RECEIVE_MARKS=1  the server marks where each request's receive stage goes
 #              (benchmarks/receive_marks.py), summarised after each tree's runs
 set -o pipefail
@@ -35,7 +35,7 @@ for spec in ${TREES:-main:.}; do
   IFS=: read -r label tree <<< "$spec"
   [ -n "$TREES" ] && echo "== $label ($tree)" && out="$OUT/$label" || out="$OUT"
   trace=""
-  [ -n "$FLASHSIGHT_STEP_TRACE$FLASHSIGHT_SWITCH_INTERVAL_MS$FLASHSIGHT_PDL_ORDER$FLASHSIGHT_PREFETCH_COLUMNS$FLASHSIGHT_HASH_PIECE$FLASHSIGHT_RECEIVE_MARKS" ] \
+  [ -n "$FLASHSIGHT_STEP_TRACE$FLASHSIGHT_SWITCH_INTERVAL_MS$FLASHSIGHT_PDL_ORDER$FLASHSIGHT_PREFETCH_COLUMNS$FLASHSIGHT_RECEIVE_MARKS" ] \
     && trace=":$PWD/benchmarks/trace_site"
   [ -n "$FLASHSIGHT_STEP_TRACE" ] && export FLASHSIGHT_STEP_TRACE="$out/trace"
   [ -n "$FLASHSIGHT_RECEIVE_MARKS" ] && mkdir -p "$out" && export FLASHSIGHT_RECEIVE_MARKS="$out/receive.jsonl"

@@ -7,7 +7,6 @@ for the engine process, which no command-line flag reaches:
                                  or after its own wait (kernels/dependent_launch.py)
   FLASHSIGHT_PREFETCH_COLUMNS    of each weight row a decode product asks of L2 before its wait
                                  (kernels/skinny_matmul.py)
-  FLASHSIGHT_HASH_PIECE          pixel bytes an image-hash task takes (engine/prompt.py)
 and for the server's process, FLASHSIGHT_RECEIVE_MARKS=FILE marks where each chat request's receive
 stage goes (benchmarks/receive_marks.py)."""
 
@@ -58,10 +57,6 @@ def _set_kernel_knobs():
         from flashsight.engine.kernels import skinny_matmul
 
         skinny_matmul.PREFETCH_COLUMNS = int(os.environ["FLASHSIGHT_PREFETCH_COLUMNS"])
-    if os.environ.get("FLASHSIGHT_HASH_PIECE"):
-        from flashsight.engine import prompt
-
-        prompt.HASH_PIECE = int(os.environ["FLASHSIGHT_HASH_PIECE"])
 
 
 def _patch_chat_route(module):
@@ -70,8 +65,7 @@ def _patch_chat_route(module):
     install(os.environ["FLASHSIGHT_RECEIVE_MARKS"])
 
 
-_KNOBS = ("FLASHSIGHT_STEP_TRACE", "FLASHSIGHT_SWITCH_INTERVAL_MS", "FLASHSIGHT_PDL_ORDER", "FLASHSIGHT_PREFETCH_COLUMNS",
-          "FLASHSIGHT_HASH_PIECE")
+_KNOBS = ("FLASHSIGHT_STEP_TRACE", "FLASHSIGHT_SWITCH_INTERVAL_MS", "FLASHSIGHT_PDL_ORDER", "FLASHSIGHT_PREFETCH_COLUMNS")
 if any(os.environ.get(knob) for knob in _KNOBS):
     sys.meta_path.insert(0, _PatchOnImport("flashsight.engine.engine", _patch_engine))
 if os.environ.get("FLASHSIGHT_RECEIVE_MARKS"):
