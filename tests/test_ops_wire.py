@@ -5,10 +5,12 @@ as they are. Pickled any other way, a picture still carries its bytes inline."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import threading
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from flashsight.engine.types import ChatRequest, Picture, SamplingParams
@@ -63,3 +65,14 @@ def test_over_a_one_way_pipe_pictures_cross_as_connection_frames():
     got = wire.receive(theirs)
     images = [part["image"] for part in got[2].messages[0]["content"] if part["type"] == "image"]
     assert images[0] == pictures[0] and images[2] == pictures[1]
+
+
+def test_a_connection_closed_inside_a_picture_frame_is_an_end_not_a_short_picture():
+    request, _ = _request()
+    ours, theirs = multiprocessing.Pipe()
+    frame = pickle.dumps(("generate", 5, request), protocol=5, buffer_callback=lambda _: None)
+    ours.send_bytes((1).to_bytes(4, "big") + frame)  # one picture frame to follow...
+    os.write(ours.fileno(), (100).to_bytes(4, "big") + bytes(10))  # ...announced as 100 bytes; 10 come
+    ours.close()
+    with pytest.raises(EOFError):
+        wire.receive(theirs)

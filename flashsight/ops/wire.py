@@ -8,9 +8,12 @@ picture's own bytes and handed to the unpickler as read. Only one thread may sen
 connection this way, and only one receive.
 
 The buffers' frames are Connection's own (a length, then the bytes), but where the connection is
-a socket (a duplex Pipe on Unix) they are written and read on it directly: `Connection.recv_bytes`
-gathers a large frame a read at a time into a growing buffer, then copies it out, which took
-3.5-4.9 ms for a 3 MB photo on the development machine against ~1 ms read straight into place.
+a socket (a duplex Pipe on Unix) they are written and read on it directly, a frame in one
+`recv(size, MSG_WAITALL)` into the bytes object the picture keeps. `Connection.recv_bytes` gathers
+a large frame a read at a time into a growing buffer, then copies it out: a 3 MB picture's round
+trip took 0.9-4.3 ms that way on the development machine against 0.7-1.0 ms here
+(benchmarks/wire_roundtrip.py; reading into a bytearray made first was as slow, from how its
+memory came and went).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def send(conn: Connection, message: Any) -> None:
 def receive(conn: Connection) -> Any:
     frame = conn.recv_bytes()
     (count,) = _COUNT.unpack_from(frame)
-    buffers: list[bytes | bytearray] = []
+    buffers: list[bytes] = []
     if count:
         sock = _socket_of(conn)
         if sock is None:
@@ -71,19 +74,23 @@ def _socket_of(conn: Connection) -> socket.socket | None:
         return None
 
 
-def _read_frame(sock: socket.socket) -> bytearray:
+def _read_frame(sock: socket.socket) -> bytes:
     (size,) = _SHORT.unpack(_read_exactly(sock, _SHORT.size))
     if size == -1:
         (size,) = _LONG.unpack(_read_exactly(sock, _LONG.size))
     return _read_exactly(sock, size)
 
 
-def _read_exactly(sock: socket.socket, size: int) -> bytearray:
-    data = bytearray(size)
-    view, done = memoryview(data), 0
-    while done < size:
-        got = sock.recv_into(view[done:], size - done, socket.MSG_WAITALL)
-        if got == 0:
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    """`size` bytes, read straight into the bytes object returned (one read, when no signal
+    interrupts it)."""
+    data = sock.recv(size, socket.MSG_WAITALL)
+    if len(data) == size:
+        return data
+    parts = [data]
+    while (done := sum(map(len, parts))) < size:
+        part = sock.recv(size - done, socket.MSG_WAITALL)
+        if not part:
             raise EOFError("the connection closed inside a frame")
-        done += got
-    return data
+        parts.append(part)
+    return b"".join(parts)
