@@ -41,5 +41,5 @@ for spec in ${TREES:-main:.}; do
   [ -n "$FLASHSIGHT_RECEIVE_MARKS" ] && mkdir -p "$out" && export FLASHSIGHT_RECEIVE_MARKS="$out/receive.jsonl"
   (cd "$tree" && PYTHONPATH=${SITE:+$SITE:}$PWD$trace python3 benchmarks/serve_bench.py --model "$MODEL" --out "$out" $BENCH_ARGS \
     --runs ${HTTP_RUNS:-W1:1 W1-repeat:1 W2:1 W1:100 W2:100} -- $SERVE_ARGS 2>&1 | grep -vE "^  (mean JPEG|wrote)|^ +----")
-  [ -n "$FLASHSIGHT_RECEIVE_MARKS" ] && python3 benchmarks/receive_marks.py "$FLASHSIGHT_RECEIVE_MARKS"
+  if [ -n "$FLASHSIGHT_RECEIVE_MARKS" ]; then python3 benchmarks/receive_marks.py "$FLASHSIGHT_RECEIVE_MARKS"; fi
 done

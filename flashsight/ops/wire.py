@@ -12,8 +12,9 @@ a socket (a duplex Pipe on Unix) they are written and read on it directly, a fra
 `recv(size, MSG_WAITALL)` into the bytes object the picture keeps. `Connection.recv_bytes` gathers
 a large frame a read at a time into a growing buffer, then copies it out: a 3 MB picture's round
 trip took 0.9-4.7 ms that way on the development machine against 0.7-1.0 ms here
-(benchmarks/wire_roundtrip.py; reading into a bytearray made first was as slow, from how its
-memory came and went).
+(benchmarks/wire_roundtrip.py). Reading into a bytearray made first was slower still (5-11 ms)
+whenever the picture before had just been freed (likely its memory mapped, zeroed and faulted in
+afresh each time).
 """
 
 from __future__ import annotations
