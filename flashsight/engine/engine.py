@@ -311,15 +311,8 @@ class Engine:
 
     def _build_prompts(self) -> None:
         """Build the arrivals' prompts and sequences; they join the scheduler at the next turn.
-        A prompt that cannot be built fails its request with the reason. Once the GPU is down to
-        the step just queued while the scheduler has work for the next one, the rest wait for
-        the next turn (one is handled a turn at least): building on would leave the GPU idle
-        before that step is launched."""
-        arrivals, self._arrivals = self._arrivals, []
-        for handled, job in enumerate(arrivals):
-            if handled and self._gpu_wants_next_step():
-                self._arrivals = arrivals[handled:]
-                return
+        A prompt that cannot be built fails its request with the reason."""
+        for job in self._arrivals:
             if job.cancelled.is_set():
                 self.stats.aborted_requests += 1
                 continue
@@ -330,12 +323,7 @@ class Engine:
                 job.emit(exc)
                 continue
             self._prepared.append(job)
-
-    def _gpu_wants_next_step(self) -> bool:
-        """The GPU has at most one step left to run and the scheduler has a next one for it
-        (never off a GPU, where steps run as they are launched)."""
-        unfinished = self.stats.timer.unfinished()
-        return unfinished is not None and unfinished <= 1 and self.scheduler.has_work()
+        self._arrivals = []
 
     def _drop_cancelled(self) -> None:
         for job in [j for j in self._jobs.values() if j.cancelled.is_set()]:
