@@ -4,6 +4,7 @@ the same whatever file carried them, and one changed pixel changes it."""
 from __future__ import annotations
 
 import io
+
 import numpy as np
 from PIL import Image
 

@@ -88,10 +88,11 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes:
     data = sock.recv(size, socket.MSG_WAITALL)
     if len(data) == size:
         return data
-    parts = [data]
-    while (done := sum(map(len, parts))) < size:
+    parts, done = [data], len(data)
+    while done < size:
         part = sock.recv(size - done, socket.MSG_WAITALL)
         if not part:
             raise EOFError("the connection closed inside a frame")
         parts.append(part)
+        done += len(part)
     return b"".join(parts)
