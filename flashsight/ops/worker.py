@@ -17,6 +17,7 @@ from flashsight.engine.config import EngineConfig
 from flashsight.engine.errors import EngineError, ModelNotFoundError
 from flashsight.engine.types import ChatRequest
 from flashsight.ops import wire
+from flashsight.ops.heap import freeze_startup_heap
 from flashsight.ops.messages import Refusal, WorkerOptions
 
 log = logging.getLogger("flashsight.engine")
@@ -34,6 +35,7 @@ def run_worker(conn: Connection, config: EngineConfig, options: WorkerOptions) -
         return
     if options.hang_marker:
         _install_hang_hook(engine, options.hang_marker)
+    freeze_startup_heap()
     conn.send(("started", engine.info, engine.sampling_defaults(), engine.snapshot()))
     asyncio.run(EngineService(conn, engine, options).serve())
 

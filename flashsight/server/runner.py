@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.config import LOGGING_CONFIG
 
+from flashsight.ops.heap import freeze_startup_heap
 from flashsight.server.settings import ServerSettings
 
 
@@ -34,6 +35,7 @@ class AnnouncingServer(uvicorn.Server):
             host = f"[{host}]" if ":" in host else host
             scheme = "https" if self.config.is_ssl else "http"
             print(f"flashsight: serving {self.model} on {scheme}://{host}:{port}", flush=True)
+            freeze_startup_heap()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
