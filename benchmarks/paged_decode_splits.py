@@ -1,7 +1,7 @@
 """Time the paged decode attention kernel's launch shapes on the loaded workloads' decode steps
 (GPU only): how many context splits, key tile rows and warps per program.
 
-    python benchmarks/paged_decode_splits.py
+    python benchmarks/paged_decode_splits.py [--batch 70 100 --context 1450]
 
 One text layer: 32 query heads over 2 KV heads of 128, bf16, 16-token pages scattered over a
 large cache, every sequence at the same context. Timed as CUDA-graph replays, as decode steps
@@ -12,6 +12,7 @@ device copy (KINDS.md).
 
 from __future__ import annotations
 
+import argparse
 import itertools
 
 import torch
@@ -48,8 +49,14 @@ def case(batch: int, context: int) -> None:
 
 
 def main() -> None:
-    for batch, context in ((1, 1450), (4, 1450), (16, 1450), (32, 1450), (64, 1450), (100, 1450), (128, 1450),
-                           (100, 450), (256, 1450), (256, 450)):  # fmt: skip
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, nargs="+", help="these batch sizes at --context (default: the table's cases)")
+    parser.add_argument("--context", type=int, default=1450)
+    args = parser.parse_args()
+    cases = [(batch, args.context) for batch in args.batch] if args.batch else [
+        (1, 1450), (4, 1450), (16, 1450), (32, 1450), (64, 1450), (100, 1450), (128, 1450), (100, 450), (256, 1450),
+        (256, 450)]  # fmt: skip
+    for batch, context in cases:
         case(batch, context)
 
 
