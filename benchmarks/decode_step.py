@@ -2,6 +2,7 @@
 with every sequence at the same context, timed, then its kernels tabled (GPU only).
 
     python benchmarks/decode_step.py [--rows 1 112] [--context 1450] [--no-pdl] [--top 14] [--sweep]
+                                     [--blas cublas cublaslt]
 
 --sweep re-captures the graph with both orders of a kernel's wait and its trigger of the next at
 several weight-prefetch depths, then with each product's other split-K launch plans, one product
@@ -10,7 +11,8 @@ the neighbouring kernels overlapping, which a product timed alone (skinny_gemm.p
 
 Full-size synthetic checkpoint, bf16. Each sequence reads its own pages of the KV cache (whatever
 they hold: speed depends on shapes). A served step also samples and copies its inputs; this is
-the graph alone, the part the kernels decide.
+the graph alone, the part the kernels decide. --blas re-captures each batch with every product
+past the split-K kernel's rows in one cuBLAS library, then the other (the engine picks by shape).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch.profiler as tp
 
 from flashsight.engine.config import EngineConfig
 from flashsight.engine.engine import Engine
-from flashsight.engine.kernels import dependent_launch, skinny_matmul
+from flashsight.engine.kernels import dependent_launch, linear, skinny_matmul
 from flashsight.engine.kernels.skinny_matmul import SkinnyPlan
 from flashsight.engine.testmodel import write_test_model
 
@@ -131,6 +133,8 @@ def main() -> None:
     parser.add_argument("--no-pdl", action="store_true", help="launch no kernel as a programmatic dependent")
     parser.add_argument("--top", type=int, default=14)
     parser.add_argument("--sweep", action="store_true", help="time the launch orders, prefetch depths and products' plans in the step")
+    parser.add_argument("--blas", nargs="*", default=[], choices=["cublas", "cublaslt"],
+                        help="also time the step with every product in this cuBLAS library")
     args = parser.parse_args()
     dependent_launch.allow(not args.no_pdl)
     model = write_test_model(tempfile.mkdtemp(), size="full")
@@ -145,6 +149,13 @@ def main() -> None:
         print("\n".join(kernel_table(graph, args.top)))
         if args.sweep:
             sweep(runner, rows, args.context)
+        for library in args.blas:
+            by_shape, linear.library_for = linear.library_for, lambda x, weight, library=library: library
+            with torch.inference_mode():
+                runner._capture(bucket)
+            fill(runner, rows, bucket, args.context)
+            print(f"  every product in {library}: {min(replay_ms(runner.graphs[bucket][0]) for _ in range(3)):.3f} ms per replay")
+            linear.library_for = by_shape
 
 
 if __name__ == "__main__":
