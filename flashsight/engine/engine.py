@@ -78,7 +78,6 @@ def deliver(loop: asyncio.AbstractEventLoop, events: list[tuple[_Job, Generation
 
 
 _PLACEHOLDER = 0  # stands for a sampled token until it is read back; never fed to the model
-_HOLD_LIMIT_S = 0.05  # built prompts wait at most this long for the rest of their arrivals (a W2 step: ~0.2 s)
 
 
 @dataclass(eq=False)
@@ -122,7 +121,6 @@ class Engine:
         self._incoming: queue.Queue[_Job | None] = queue.Queue()
         self._arrivals: list[_Job] = []  # taken from _incoming, prompts not built yet (worker's)
         self._prepared: list[_Job] = []  # prompts built, to join the scheduler (worker's)
-        self._held_since: float | None = None  # a build was cut short: its prompts wait for the rest
         self._jobs: dict[int, _Job] = {}  # by id(seq), owned by the worker
         self._trim_asked = threading.Event()
         self._in_flight: _LaunchedStep | None = None  # the step whose tokens are not read back yet
@@ -294,15 +292,13 @@ class Engine:
         False once shutdown is asked."""
         if block:
             self.stats.timer.idle()
-        if self._held_since is None or time.monotonic() - self._held_since >= _HOLD_LIMIT_S:
-            self._held_since = None
-            for job in self._prepared:
-                if job.cancelled.is_set():
-                    self.stats.aborted_requests += 1
-                else:
-                    self._jobs[id(job.seq)] = job
-                    self.scheduler.add(job.seq)
-            self._prepared = []
+        for job in self._prepared:
+            if job.cancelled.is_set():
+                self.stats.aborted_requests += 1
+            else:
+                self._jobs[id(job.seq)] = job
+                self.scheduler.add(job.seq)
+        self._prepared = []
         try:
             job = self._incoming.get(block=block)
             while True:
@@ -315,20 +311,8 @@ class Engine:
 
     def _build_prompts(self) -> None:
         """Build the arrivals' prompts and sequences; they join the scheduler at the next turn.
-        A prompt that cannot be built fails its request with the reason.
-
-        Once the GPU has run everything queued while sequences wait for their next step, the
-        rest is built next turn, after that step is launched: building on leaves the GPU idle
-        (W2 c100's GPU waited 0.16-0.34 s a run between its steps, session 17). What was built
-        is held until the rest is, at most `_HOLD_LIMIT_S`, so that one mixed step carries them
-        all: split over more steps, prompts cost more GPU time (cutting after one prompt a turn,
-        with nothing held, took W2 c100 from 44 to 18 req/s: run 68)."""
-        arrivals, self._arrivals = self._arrivals, []
-        for handled, job in enumerate(arrivals):
-            if handled and self._gpu_waits_for_a_step():
-                self._arrivals = arrivals[handled:]
-                self._held_since = self._held_since or time.monotonic()
-                return
+        A prompt that cannot be built fails its request with the reason."""
+        for job in self._arrivals:
             if job.cancelled.is_set():
                 self.stats.aborted_requests += 1
                 continue
@@ -339,12 +323,7 @@ class Engine:
                 job.emit(exc)
                 continue
             self._prepared.append(job)
-        self._held_since = None
-
-    def _gpu_waits_for_a_step(self) -> bool:
-        """The GPU has finished every step launched, and running sequences have a next one
-        (never off a GPU, where a step has run by the time its launch returns)."""
-        return self.stats.timer.unfinished() == 0 and bool(self.scheduler.running)
+        self._arrivals = []
 
     def _drop_cancelled(self) -> None:
         for job in [j for j in self._jobs.values() if j.cancelled.is_set()]:

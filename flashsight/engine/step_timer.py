@@ -40,14 +40,6 @@ class StepTimer:
         """The engine is about to wait for requests: the device's next gap is nobody's fault."""
         self._resumed = True
 
-    def unfinished(self) -> int | None:
-        """How many launched steps the device has not finished, without waiting; None off a GPU,
-        where a step has run by the time its launch returns."""
-        if not self._events:
-            return None
-        self.collect()
-        return len(self._open)
-
     def collect(self) -> None:
         """Adds up the steps the device has finished, in order; returns at the first still running."""
         while self._open:
