@@ -32,6 +32,9 @@ from pathlib import Path
 from process_cpu import busy_line, thread_cpu
 
 
+DATA_DIR = Path("/tmp/fs-data")  # the server's: its audit log has each request's own TTFT
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
@@ -48,7 +51,7 @@ def main() -> int:
     extra = [a for a in args.serve_args if a != "--"]
     log_path = args.out / "server.log"
     command = [sys.executable, "-m", "flashsight.cli", "serve", "--model", args.model, "--port", str(args.port),
-               "--data-dir", "/tmp/fs-data", *extra]  # fmt: skip
+               "--data-dir", str(DATA_DIR), *extra]  # fmt: skip
     started = time.monotonic()
     with open(log_path, "wb") as log:
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -115,6 +118,8 @@ def bench(port: int, workload: str, concurrency: str, requests: list[str], out: 
     print(text.rstrip(), flush=True)
     if concurrency == "1":
         print(f"TTFT of each request in order, warm-up first (ms): {each_ttft(out / f'{name}.json')}", flush=True)
+        print(f"  the server's own (to its first token, with or without text): {server_ttfts(out / f'{name}.json')}",
+              flush=True)  # fmt: skip
     if client.returncode:
         print(f"bench exit status {client.returncode}", flush=True)
     return client.returncode
@@ -130,6 +135,22 @@ def each_ttft(path: Path) -> str:
     values = [report["warmup"].get("ttft_s")] + [r.get("ttft_s") for lv in report["levels"]
                                                   for r in sorted(lv["per_request"], key=lambda r: r["index"])]
     return " ".join("-" if v is None else f"{v * 1e3:.0f}" for v in values)
+
+
+def server_ttfts(path: Path) -> str:
+    """The same requests' TTFTs as the server's audit log has them. The client's count to the
+    first token with text; a random-weight model's first tokens are often pieces of a UTF-8
+    character with none (session 17), which adds a decode step or more on the client's side."""
+    try:
+        sent = 1 + sum(len(lv["per_request"]) for lv in json.loads(path.read_text())["levels"])
+        time.sleep(0.5)  # the last request's record is written once its response has ended
+        shown = subprocess.run([sys.executable, "-m", "flashsight.cli", "logs", "show", "--dir", str(DATA_DIR / "audit")],
+                               capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+    except (OSError, ValueError, KeyError, subprocess.TimeoutExpired):
+        return "not read"
+    records = [json.loads(line) for line in shown.splitlines() if line.strip()]
+    ttfts = [r["ttft_s"] for r in records if r.get("kind") == "request" and "ttft_s" in r][-sent:]
+    return " ".join(f"{v * 1e3:.0f}" for v in ttfts)
 
 
 def wait_for_load(port: int, client: subprocess.Popen, timeout_s: float = 120.0) -> bool:
