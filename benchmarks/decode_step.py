@@ -150,7 +150,7 @@ def main() -> None:
         if args.sweep:
             sweep(runner, rows, args.context)
         for library in args.blas:
-            by_shape, linear.library_for = linear.library_for, lambda x, weight, library=library: library
+            by_shape, linear.library_for = linear.library_for, lambda weight, library=library: library
             with torch.inference_mode():
                 runner._capture(bucket)
             fill(runner, rows, bucket, args.context)

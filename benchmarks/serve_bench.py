@@ -127,7 +127,7 @@ def bench(port: int, workload: str, concurrency: str, requests: list[str], out: 
 
 def each_ttft(path: Path) -> str:
     """The warm-up's and each counted request's TTFT, in the order sent: whether a level's first
-    requests are slower than its last (a server's first level is, by 5-15 ms at the median)."""
+    requests are slower than its last, or a few of any."""
     try:
         report = json.loads(path.read_text())
     except (OSError, ValueError):

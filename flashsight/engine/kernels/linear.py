@@ -28,14 +28,14 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if not x.is_cuda:
         return F.linear(x, weight, bias)
     previous = torch.backends.cuda.preferred_blas_library()
-    torch.backends.cuda.preferred_blas_library(library_for(x, weight))
+    torch.backends.cuda.preferred_blas_library(library_for(weight))
     try:
         return F.linear(x, weight, bias)
     finally:
         torch.backends.cuda.preferred_blas_library(previous)
 
 
-def library_for(x: torch.Tensor, weight: torch.Tensor) -> str:
+def library_for(weight: torch.Tensor) -> str:
     """cuBLASLt for products no wider than their input, plain cuBLAS for the others."""
     return "cublaslt" if weight.shape[0] <= weight.shape[1] else "cublas"
 
