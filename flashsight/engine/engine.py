@@ -24,7 +24,7 @@ from flashsight.engine.batch_sampling import sample_batch
 from flashsight.engine.block_manager import BlockManager
 from flashsight.engine.config import EngineConfig
 from flashsight.engine.decode_runner import DecodeRunner
-from flashsight.engine.detokenizer import OutputText
+from flashsight.engine.detokenizer import OutputText, TokenBytes
 from flashsight.engine.errors import EngineOverloadedError, InvalidRequestError
 from flashsight.engine.guided import GrammarCompiler
 from flashsight.engine.host_copy import HostTokens
@@ -101,6 +101,7 @@ class Engine:
         self.prompts = PromptBuilder(ckpt.processor, hf.image_token_id, hf.vision_config.spatial_merge_size,
                                      ckpt.device if on_gpu else None, ckpt.dtype if on_gpu else None)  # fmt: skip
         self.tokenizer = ckpt.processor.tokenizer
+        self._token_bytes = TokenBytes.of(self.tokenizer)  # the detokenizer's fast path (byte-level BPE)
         self.info = ModelInfo(
             name=config.served_model_name or _model_name(config.model),
             path=str(ckpt.path),
@@ -245,7 +246,7 @@ class Engine:
                 params, prompt.token_ids, stop_ids | self.ckpt.eos_ids, self.ckpt.device,
                 self.grammars.matcher(grammar) if grammar is not None else None,
             ),  # fmt: skip
-            text=OutputText(self.tokenizer, params.stop),
+            text=OutputText(self.tokenizer, params.stop, self._token_bytes),
             max_tokens=room if params.max_tokens is None else min(params.max_tokens, room),
             stop_ids=stop_ids,
         )

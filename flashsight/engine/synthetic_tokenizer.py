@@ -11,6 +11,8 @@ import random
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
+from flashsight.engine.detokenizer import byte_alphabet
+
 FIRST_SPECIAL_ID = 151329
 SPECIAL_TOKENS = (
     "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>",
@@ -31,19 +33,6 @@ _WORDS = (
     "describe what there color red blue green white black left right top bottom person text "
     "café naïve über 图片 颜色 描述 日本語 привет 😀 → … — ✓"
 ).split()
-
-
-def byte_alphabet() -> dict[int, str]:
-    """GPT-2's reversible map from bytes to printable characters (what ByteLevel expects)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    mapping, extra = {}, 0
-    for byte in range(256):
-        if byte in printable:
-            mapping[byte] = chr(byte)
-        else:
-            mapping[byte] = chr(256 + extra)
-            extra += 1
-    return mapping
 
 
 def build_tokenizer(regular_vocab: int = FIRST_SPECIAL_ID, seed: int = 0) -> Tokenizer:
