@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from flashsight.engine.detokenizer import IncrementalDecoder, OutputText, TokenBytes, byte_alphabet
+from flashsight.engine.detokenizer import OutputText, TokenBytes, byte_alphabet, decoder_for
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def _byte_ids(tokenizer, text: str | bytes) -> list[int]:
 
 def test_multibyte_characters_are_never_split(tokenizer, pieces):
     text = "café 图片 😀!"
-    decoder = IncrementalDecoder(tokenizer, pieces)
+    decoder = decoder_for(tokenizer, pieces)
     deltas = [decoder.push(t) for t in _byte_ids(tokenizer, text)] + [decoder.flush()]
     assert "".join(deltas) == text
     assert all("\ufffd" not in d for d in deltas)
@@ -75,7 +75,7 @@ def test_token_bytes_give_the_tokenizers_own_text_for_any_ids(tokenizer):
     added = list(backend.get_added_tokens_decoder())
     for _ in range(300):
         ids = [rng.choice(added) if rng.random() < 0.05 else rng.randrange(151552) for _ in range(rng.randrange(1, 40))]
-        decoder = IncrementalDecoder(tokenizer, pieces)
+        decoder = decoder_for(tokenizer, pieces)
         text = "".join(decoder.push(i) for i in ids) + decoder.flush()
         assert text == backend.decode(ids, skip_special_tokens=False), ids
 
@@ -83,7 +83,7 @@ def test_token_bytes_give_the_tokenizers_own_text_for_any_ids(tokenizer):
 def test_stray_bytes_are_shown_once_they_cannot_complete_a_character(tokenizer, pieces):
     """A lead byte followed by bytes that cannot continue it: its replacement character is shown
     then, not held to the end of the answer."""
-    decoder = IncrementalDecoder(tokenizer, pieces)
+    decoder = decoder_for(tokenizer, pieces)
     deltas = [decoder.push(t) for t in _byte_ids(tokenizer, b"\xe4" * 5 + b"ok")] + [decoder.flush()]
     assert "".join(deltas) == "\ufffd" * 5 + "ok"
     if pieces is not None:  # the tokenizer's decode cannot tell a stray byte from a partial character

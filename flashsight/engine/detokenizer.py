@@ -52,15 +52,27 @@ class TokenBytes:
             return token.encode()
 
 
-class IncrementalDecoder:
-    """Decodes a growing id list, returning only complete new characters."""
+class ByteLevelDecoder:
+    """Decodes token ids from their bytes (`TokenBytes`), returning only complete new characters:
+    a character's text as its last byte arrives."""
 
-    def __init__(self, tokenizer, pieces: TokenBytes | None = None):
-        self.tokenizer = tokenizer
+    def __init__(self, pieces: TokenBytes):
         self.pieces = pieces
-        if pieces is not None:  # byte-level: complete characters as their last byte arrives
-            self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            return
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token_id: int) -> str:
+        return self._utf8.decode(self.pieces[token_id])
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True)
+
+
+class IncrementalDecoder:
+    """Decodes a growing id list through the tokenizer, returning only complete new characters
+    (any tokenizer; byte-level ones take `ByteLevelDecoder`)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
         # A fast tokenizer's own decoder, called directly, gives the same text without the
         # wrapper's ~4 us of Python per call: at a hundred streams that is ~1 ms of the engine
         # thread per decode step, twice (two decodes per token).
@@ -71,14 +83,10 @@ class IncrementalDecoder:
         self.read = 0  # ids before this are already in returned text
 
     def push(self, token_id: int) -> str:
-        if self.pieces is not None:
-            return self._utf8.decode(self.pieces[token_id])
         self.ids.append(token_id)
         return self._advance(final=False)
 
     def flush(self) -> str:
-        if self.pieces is not None:
-            return self._utf8.decode(b"", final=True)
         return self._advance(final=True)
 
     def _advance(self, final: bool) -> str:
@@ -93,6 +101,11 @@ class IncrementalDecoder:
         if self._backend is not None:
             return self._backend.decode(ids, skip_special_tokens=False)
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def decoder_for(tokenizer, pieces: TokenBytes | None) -> ByteLevelDecoder | IncrementalDecoder:
+    """From each token's bytes when the tokenizer is byte-level (`pieces`), else through it."""
+    return ByteLevelDecoder(pieces) if pieces is not None else IncrementalDecoder(tokenizer)
 
 
 def byte_alphabet() -> dict[int, str]:
@@ -112,7 +125,7 @@ class OutputText:
     """The visible text of one request: decoded, cut at stop strings, released in safe deltas."""
 
     def __init__(self, tokenizer, stop: tuple[str, ...], pieces: TokenBytes | None = None):
-        self.decoder = IncrementalDecoder(tokenizer, pieces)
+        self.decoder = decoder_for(tokenizer, pieces)
         self.stop = tuple(s for s in stop if s)
         self.holdback = max((len(s) for s in self.stop), default=1) - 1
         self.text = ""
