@@ -54,19 +54,23 @@ def _tile_of(tile, M, N, BM: tl.constexpr, BN: tl.constexpr, GROUP_M: tl.constex
 def _gated_persistent(x_desc, w_desc, out_desc, M, N, K, programs,
                       BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr):  # fmt: skip
     """One program a multiprocessor, taking tiles in turn through TMA descriptors."""
-    dtype = out_desc.dtype
     tiles = tl.cdiv(M, BM) * tl.cdiv(N, BN)
     for tile in tl.range(tl.program_id(0), tiles, programs, flatten=True):
         pid_m, pid_n = _tile_of(tile, M, N, BM, BN, GROUP_M)
-        off_m, off_n = pid_m * BM, pid_n * BN
-        gate = tl.zeros((BM, BN), tl.float32)
-        up = tl.zeros((BM, BN), tl.float32)
-        for k in range(0, K, BK):
-            x = x_desc.load([off_m, k])
-            gate = tl.dot(x, w_desc.load([off_n, k]).T, gate)
-            up = tl.dot(x, w_desc.load([N + off_n, k]).T, up)
-        # Rounded to the model's dtype first, as the reference's product output is.
-        out_desc.store([off_m, off_n], silu_mul(gate.to(dtype), up.to(dtype)))
+        _gated_tile(x_desc, w_desc, out_desc, pid_m * BM, pid_n * BN, N, K, BM, BN, BK)
+
+
+@triton.jit
+def _gated_tile(x_desc, w_desc, out_desc, off_m, off_n, N, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
+    """One output tile: the gate and up tiles of the same columns from one load of the input."""
+    gate = tl.zeros((BM, BN), tl.float32)
+    up = tl.zeros((BM, BN), tl.float32)
+    for k in range(0, K, BK):
+        x = x_desc.load([off_m, k])
+        gate = tl.dot(x, w_desc.load([off_n, k]).T, gate)
+        up = tl.dot(x, w_desc.load([N + off_n, k]).T, up)
+    dtype = out_desc.dtype  # rounded to the model's dtype first, as the reference's product output is
+    out_desc.store([off_m, off_n], silu_mul(gate.to(dtype), up.to(dtype)))
 
 
 @triton.jit
@@ -97,15 +101,7 @@ def _gated_pointers(x_ptr, w_ptr, out_ptr, M, N, K, stride_x, stride_w, stride_o
 def _gated_descriptors(x_desc, w_desc, out_desc, M, N, K,
                        BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, GROUP_M: tl.constexpr):  # fmt: skip
     pid_m, pid_n = _tile_of(tl.program_id(0), M, N, BM, BN, GROUP_M)
-    off_m, off_n = pid_m * BM, pid_n * BN
-    acc_g = tl.zeros((BM, BN), tl.float32)
-    acc_u = tl.zeros((BM, BN), tl.float32)
-    for k in range(0, K, BK):
-        a = x_desc.load([off_m, k])
-        acc_g = tl.dot(a, w_desc.load([off_n, k]).T, acc_g)
-        acc_u = tl.dot(a, w_desc.load([N + off_n, k]).T, acc_u)
-    dtype = out_desc.dtype
-    out_desc.store([off_m, off_n], silu_mul(acc_g.to(dtype), acc_u.to(dtype)))
+    _gated_tile(x_desc, w_desc, out_desc, pid_m * BM, pid_n * BN, N, K, BM, BN, BK)
 
 
 def gated(x: torch.Tensor, gate_up: torch.Tensor, config: tuple, variant: str) -> torch.Tensor:
