@@ -39,11 +39,14 @@ def simulate(workload: str, budget: int, prompt_ms: float, requests: int = 300, 
     unfilled: dict[int, int] = {}  # request whose prompt is split over steps -> prompt tokens left
     now = gpu_free = 0.0
     in_flight, ttft, steps, mixed = None, [], 0, 0
+    def take_arrived() -> None:
+        while incoming and incoming[0][0] <= now:
+            arrivals.append(heapq.heappop(incoming)[1])
+
     while finished < requests:
         waiting += prepared
         prepared = []
-        while incoming and incoming[0][0] <= now:
-            arrivals.append(heapq.heappop(incoming)[1])
+        take_arrived()
         if not (left or unfilled or waiting or arrivals or in_flight):
             now = incoming[0][0]
             continue
@@ -81,8 +84,7 @@ def simulate(workload: str, budget: int, prompt_ms: float, requests: int = 300, 
             for r in first_tokens:
                 left[r] = output - 1
             step = (gpu_free, decodes + first_tokens, first_tokens)
-        while incoming and incoming[0][0] <= now:
-            arrivals.append(heapq.heappop(incoming)[1])
+        take_arrived()
         now += build_ms / 1e3 * len(arrivals)
         prepared, arrivals = arrivals, []
         if in_flight is not None:
