@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import io
 import json
+import logging
 import statistics
 import sys
 import tempfile
@@ -215,7 +216,9 @@ def main() -> None:
                         help="the engine in its supervised child process, as `flashsight serve` runs it")
     parser.add_argument("--repetition-penalty", type=float, default=1.0,
                         help="the levels' requests' (1.1 is the checkpoint's default, which HTTP requests that leave it out get)")
+    parser.add_argument("--log-level", default="WARNING", help="the engine's log level (INFO shows start-up's choices)")
     args = parser.parse_args()
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1e3)
     if args.no_pdl:
