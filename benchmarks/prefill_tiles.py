@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import itertools
+import json
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--old", help="an older prefill_attention.py, timed at its own defaults")
     parser.add_argument("--defaults-only", action="store_true", help="time the default tiles alone, not every candidate")
+    parser.add_argument("--json", help="also write every case's timings here, and the tiles fastest over all cases")
     args = parser.parse_args()
     old = None
     if args.old:
@@ -80,6 +82,7 @@ def main() -> None:
         spec.loader.exec_module(old)
     cases = {"one prompt": ([1394], [1394]), "five prompts": ([1394] * 5, [1394] * 5), "chunk after 700": ([694], [1394])}
     torch.manual_seed(0)
+    timings: dict[str, dict[str, float]] = {}
     for name, (q_lens, k_lens) in cases.items():
         spans, q, k, v, flops = case(q_lens, k_lens)
         want = varlen_attention_reference(q, k, v, spans, causal=True)
@@ -102,6 +105,7 @@ def main() -> None:
                 timed(f"SDPA held to {backend}", lambda backend=backend: sdpa_whole_prompts(q, k, v, spans, backend))
         for tiles in [TILES] if args.defaults_only else candidates():
             timed(f"tiles {tiles}", lambda tiles=tiles: varlen_attention(q, k, v, spans, True, tiles=tiles))
+        timings[name] = {label: ms for ms, label, _ in rows}
         print(f"{name}: {flops / 1e9:.0f} GFLOP")
         for ms, label, error in sorted(rows)[:12]:
             print(f"  {ms * 1e3:8.1f} us  {flops / ms / 1e9:6.0f} TFLOP/s  max err {error:.1e}  {label}")
@@ -109,6 +113,18 @@ def main() -> None:
             if label == "old kernel" or label == f"tiles {TILES}" or label.startswith("SDPA"):
                 print(f"  {ms * 1e3:8.1f} us  {flops / ms / 1e9:6.0f} TFLOP/s  max err {error:.1e}  {label}"
                       + (" (default)" if label.startswith("tiles") else ""))  # fmt: skip
+    if args.json:
+        write_json(args.json, timings)
+
+
+def write_json(path: str, timings: dict[str, dict[str, float]]) -> None:
+    """Every case's ms by label, and the tiles whose summed time over the cases is least (a
+    shape that failed in any case is out)."""
+    labels = [label for label in next(iter(timings.values())) if label.startswith("tiles ")]
+    complete = [label for label in labels if all(label in case for case in timings.values())]
+    best = min(complete, key=lambda label: sum(case[label] for case in timings.values()))
+    with open(path, "w") as out:
+        json.dump({"cases_ms": timings, "default": str(TILES), "fastest_over_cases": best[len("tiles "):]}, out, indent=1)
 
 
 if __name__ == "__main__":
