@@ -55,10 +55,12 @@ class ModelRunner:
         decode = self._decode_rows(rows.decode_rows, rows.decode_seqs)
         ops = self.model.model.language_model.ops
         attention = BatchAttention(self.cache, to_device(new_slots, long, device), rows.chunks, decode, ops)
-        hidden = self.model(x, to_device(positions, long, device), attention.attend)
+        # Only the rows whose next token is wanted go through the whole last layer.
+        keep = None if len(ends) == len(rows.ids) else to_device([rows.last_rows[i] for i in ends], long, device)
+        hidden = self.model(x, to_device(positions, long, device), attention.attend, keep)
         if not ends:
             return [], hidden.new_empty((0,))
-        return ends, self.model.logits(hidden[to_device([rows.last_rows[i] for i in ends], long, device)])
+        return ends, self.model.logits(hidden)
 
     def _take_pending(self, token_ids: torch.Tensor, batch: list[Chunk], previous: torch.Tensor | None) -> None:
         """Fill the rows whose token is still a placeholder from the previous step's tokens."""

@@ -45,9 +45,11 @@ class Glm4vForConditionalGeneration(nn.Module):
     def encode_images(self, pixel_values: torch.Tensor, grid_thw: list[tuple[int, int, int]]) -> list[torch.Tensor]:
         return self.model.visual(pixel_values.to(self.model.visual.patch_embed.proj.weight.dtype), grid_thw)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, attend: AttendFn) -> torch.Tensor:
-        """x: [T, hidden] embeddings; positions: [3, T]. Returns final hidden states [T, hidden]."""
-        return self.model.language_model(x, positions, attend)
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, attend: AttendFn,
+                keep: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """x: [T, hidden] embeddings; positions: [3, T]. Returns final hidden states [T, hidden],
+        or [len(keep), hidden] of the rows `keep` indexes."""
+        return self.model.language_model(x, positions, attend, keep)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()
