@@ -162,10 +162,17 @@ class VisionTower(nn.Module):
         next_norms = [block.norm1 for block in self.blocks[1:]] + [self.post_layernorm]
         for block, next_norm in zip(self.blocks, next_norms):
             x, h = block(x, h, cos, sin, spans, self.ops, next_norm)
-        x = h
-        x = x.view(-1, self.merge, self.merge, x.shape[-1]).permute(0, 3, 1, 2)
-        x = self.merger(self.downsample(x).view(-1, self.out_hidden_size))
+        x = self.merger(self._merge_blocks(h))
         return list(x.split([n // self.merge**2 for n in seqlens]))
+
+    def _merge_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The downsampling convolution over each merge block's patches (consecutive rows, the
+        block's own row-major order). Its stride is its kernel, so it is one matrix product over
+        the blocks' rows laid side by side, on the matrix units, where cuDNN's convolution was
+        slower; with the weight laid out for it (use_ops), the product reads it as it is."""
+        weight = self.downsample.weight  # [out, hidden, merge, merge]
+        flat = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
+        return F.linear(x.reshape(-1, flat.shape[1]), flat, self.downsample.bias)
 
     def use_ops(self, ops: type[TorchOps]) -> None:
         """Switch to another op set; a fused one also gets fused gate/up projections."""
@@ -174,6 +181,15 @@ class VisionTower(nn.Module):
             for block in self.blocks:
                 if block.mlp.gate_up is None:
                     block.mlp.fuse_gate_up()
+            self.lay_out_merge_weight()
+
+    def lay_out_merge_weight(self) -> None:
+        """The downsampling weight's same values and shape, stored as the block merge's product
+        reads them: no copy of it a call."""
+        weight = self.downsample.weight
+        if not weight.permute(0, 2, 3, 1).is_contiguous():
+            relaid = weight.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+            self.downsample.weight = nn.Parameter(relaid, requires_grad=False)
 
     def _norm(self, norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
         return self.ops.rms_norm(x, norm.weight, norm.eps)
