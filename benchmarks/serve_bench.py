@@ -148,7 +148,9 @@ def server_ttfts(path: Path) -> str:
                                capture_output=True, text=True, timeout=60).stdout  # fmt: skip
     except (OSError, ValueError, KeyError, subprocess.TimeoutExpired):
         return "not read"
-    records = [json.loads(line) for line in shown.splitlines() if line.strip()]
+    # One record a line; split on newlines only: str.splitlines also splits at U+2028, U+0085
+    # and the like, which a random-weight model's text holds raw in a record now and then.
+    records = [json.loads(line) for line in shown.split("\n") if line.strip()]
     ttfts = [r["ttft_s"] for r in records if r.get("kind") == "request" and "ttft_s" in r][-sent:]
     return " ".join(f"{v * 1e3:.0f}" for v in ttfts)
 
