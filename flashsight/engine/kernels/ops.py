@@ -159,9 +159,10 @@ class TritonOps(TorchOps):
 
     @staticmethod
     def vision_qkv(qkv, heads, cos, sin):
-        from flashsight.engine.kernels.vision_rope import split_rotate_vision
+        """q and k rotated in place: the three are views of `qkv`, which SDPA takes as they are."""
+        from flashsight.engine.kernels.vision_rope import rotate_vision_qk_
 
-        return split_rotate_vision(qkv, heads, cos, sin)
+        return rotate_vision_qk_(qkv, heads, cos, sin)
 
     @staticmethod
     def image_attention(q, k, v, spans: VarlenSpans) -> torch.Tensor:
