@@ -167,9 +167,10 @@ class VisionTower(nn.Module):
 
     def _merge_blocks(self, x: torch.Tensor) -> torch.Tensor:
         """The downsampling convolution over each merge block's patches (consecutive rows, the
-        block's own row-major order). Its stride is its kernel, so it is one matrix product over
-        the blocks' rows laid side by side, on the matrix units, where cuDNN's convolution was
-        slower; with the weight laid out for it (use_ops), the product reads it as it is."""
+        block's own row-major order). Its stride is its kernel, so, as for the patch embedding,
+        it is one matrix product over the blocks' rows laid side by side (no permuted copy of
+        the activations for a convolution's layout); with the weight laid out for it (use_ops),
+        the product reads the weight as it is."""
         weight = self.downsample.weight  # [out, hidden, merge, merge]
         flat = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], -1)
         return F.linear(x.reshape(-1, flat.shape[1]), flat, self.downsample.bias)
