@@ -16,6 +16,9 @@ other: the share of the decode time hidden. Variants: one stream; two streams; t
 the decode stream at high priority; the same with the prefill's products held to fewer
 multiprocessors through cuBLASLt's SM count target (PyTorch's experimental carveout), if this
 PyTorch has it.
+
+Run 79 (H100, BENCHMARKS.md): at most ~20% of the decode time hid, the decode steps stretching
+from 9.4 ms to 23-34 ms; not worth a two-stream engine.
 """
 
 from __future__ import annotations
