@@ -178,11 +178,11 @@ class VisionTower(nn.Module):
     def use_ops(self, ops: type[TorchOps]) -> None:
         """Switch to another op set; a fused one also gets fused gate/up projections."""
         self.ops = ops
+        self.lay_out_merge_weight()  # the same values either way: no copy a call on any op set
         if ops is not TorchOps:
             for block in self.blocks:
                 if block.mlp.gate_up is None:
                     block.mlp.fuse_gate_up()
-            self.lay_out_merge_weight()
 
     def lay_out_merge_weight(self) -> None:
         """The downsampling weight's same values and shape, stored as the block merge's product
