@@ -118,12 +118,14 @@ async def level(engine: Engine, workload: str, concurrency: int, seed0: int, rep
         "steps": steps, "mixed_steps": moved["mixed_steps"],
         "gpu_s": {"steps": round(moved["gpu_busy_s"], 2), "mixed": round(moved["gpu_mixed_s"], 2),
                   "waiting_between": round(moved["gpu_wait_s"], 3)},  # the engine's own step timer
+        "launch_s": {"steps": round(moved["launch_s"], 2), "mixed": round(moved["launch_mixed_s"], 2)},  # its thread
         "ttft_phases_ms": {phase: round(statistics.fmean(r["phases"][phase] for r in results if r["phases"]) * 1e3, 1)
                            for phase in PHASES if any(r["phases"] for r in results)},  # means
     }  # fmt: skip
 
 
-ENGINE_COUNTS = ("steps", "mixed_steps", "batched_rows", "gpu_busy_s", "gpu_mixed_s", "gpu_wait_s")
+ENGINE_COUNTS = ("steps", "mixed_steps", "batched_rows", "gpu_busy_s", "gpu_mixed_s", "gpu_wait_s", "launch_s",
+                 "launch_mixed_s")  # fmt: skip
 
 
 def engine_counts(engine) -> dict:

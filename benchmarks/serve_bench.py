@@ -195,7 +195,7 @@ def engine_counters(port: int, snapshot: dict) -> dict[str, float]:
     one level did."""
     found = {key: float(value) for key, value in (snapshot.get("engine") or {}).items()
              if key in ("steps", "mixed_steps", "batched_rows", "prompt_tokens_computed", "finished_requests",
-                        "gpu_busy_s", "gpu_mixed_s", "gpu_wait_s")}  # fmt: skip
+                        "gpu_busy_s", "gpu_mixed_s", "gpu_wait_s", "launch_s", "launch_mixed_s")}  # fmt: skip
     memory = (snapshot.get("engine") or {}).get("gpu_memory") or {}
     if "allocator_retries" in memory:
         found["allocator_retries"] = float(memory["allocator_retries"])
@@ -230,6 +230,8 @@ def batching_line(before: dict[str, float], after: dict[str, float]) -> str:
     if "gpu_busy_s" in d:
         line += (f"; GPU on steps {d['gpu_busy_s']:.2f} s ({d.get('gpu_mixed_s', 0):.2f} s mixed), waiting for the engine"
                  f" between them {d.get('gpu_wait_s', 0):.2f} s")
+    if "launch_s" in d:
+        line += f"; the engine thread queueing them {d['launch_s']:.2f} s ({d.get('launch_mixed_s', 0):.2f} s mixed)"
     if "allocator_retries" in d:
         line += f"; allocator retries {d['allocator_retries']:.0f}"
 

@@ -1,5 +1,6 @@
-"""The engine adds up the time its device spends on steps, and the time the device waits for the
-engine between steps while there is work (not while the engine has nothing to do)."""
+"""The engine adds up the time its device spends on steps, the time the device waits for the
+engine between steps while there is work (not while the engine has nothing to do), and the time
+its thread spends queueing the steps."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def test_waits_between_steps_count_and_idle_time_does_not():
     clock.now += 0.03  # the engine is slow to queue the next step
     _step(timer, clock, 0.02)
     assert (round(timer.busy_s, 6), round(timer.mixed_s, 6), round(timer.wait_s, 6)) == (0.04, 0.02, 0.03)
+    assert (round(timer.launch_s, 6), round(timer.launch_mixed_s, 6)) == (0.04, 0.02)  # on a CPU, queueing is running
     timer.idle()  # no requests: the gap that follows is nobody's fault
     clock.now += 5.0
     _step(timer, clock, 0.01)
@@ -56,5 +58,6 @@ def test_the_engine_reports_its_steps_device_time(tiny_model_dir):
         assert 0 < after["gpu_mixed_s"] - before["gpu_mixed_s"] < after["gpu_busy_s"] - before["gpu_busy_s"]
         assert after["gpu_wait_s"] >= before["gpu_wait_s"]
         assert after["gpu_busy_s"] + after["gpu_wait_s"] < 60
+        assert 0 < after["launch_mixed_s"] - before["launch_mixed_s"] < after["launch_s"] - before["launch_s"]
     finally:
         asyncio.run(engine.shutdown())

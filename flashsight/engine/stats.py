@@ -66,6 +66,8 @@ class EngineStats:
             "gpu_busy_s": round(self.timer.busy_s, 4),  # the device on steps
             "gpu_mixed_s": round(self.timer.mixed_s, 4),  # ...of which on steps with a prompt chunk
             "gpu_wait_s": round(self.timer.wait_s, 4),  # the device between steps, waiting for the engine
+            "launch_s": round(self.timer.launch_s, 4),  # the engine thread queueing steps
+            "launch_mixed_s": round(self.timer.launch_mixed_s, 4),  # ...of which steps with a prompt chunk
         }
 
     def snapshot(self, scheduler, blocks, images, incoming: int) -> dict[str, Any]:

@@ -3,7 +3,9 @@ them while there was work.
 
 The second figure tells a load bound by the GPU from one bound by the engine's own thread (its
 Python, its GIL): requests stuck before the engine show up as fewer rows a step, but an engine
-thread that cannot keep up shows up here. On a GPU each step is bracketed by two timing events,
+thread that cannot keep up shows up here. A third, the thread's own time queueing the steps, tells
+a step whose device time is its launches (an eager mixed step of a few rows) from one whose
+device time is its kernels. On a GPU each step is bracketed by two timing events,
 read once the GPU has passed them (never waited for); on a CPU, where a step runs as it is
 launched, by the clock.
 """
@@ -27,12 +29,22 @@ class StepTimer:
         self.busy_s = 0.0
         self.mixed_s = 0.0  # of busy_s, on steps with a prompt chunk in them
         self.wait_s = 0.0
+        # The engine thread's own time queueing steps, by the host clock: a mixed step runs
+        # eagerly, and where queueing it takes as long as the device takes to run it, the step's
+        # device time is the thread's launching, not the kernels' work.
+        self.launch_s = 0.0
+        self.launch_mixed_s = 0.0
+        self._launch_began = 0.0
 
     def begin(self) -> object:
+        self._launch_began = self._clock()
         return self._mark()
 
     def end(self, begin: object, mixed: bool) -> None:
         self._open.append((begin, self._mark(), mixed, not self._resumed))
+        launch = self._clock() - self._launch_began
+        self.launch_s += launch
+        self.launch_mixed_s += launch if mixed else 0.0
         self._resumed = False
         self.collect()
 
