@@ -2,7 +2,7 @@
 # One device call comparing this tree (B) with another carried in $AB (A, e.g. `.ab/`, listed in
 # .git/info/exclude): the GPU tests (and with SYNCS=1 the sync finder) on B, then the same
 # in-process levels per tree, back to back on one machine (machines differ more than small
-# changes do). Logs and JSON under $OUT.
+# changes do). Logs and JSON under $OUT (one archive, out.tgz, when more than a call brings back).
 #   LEVELS     the loaded levels' concurrency (default 100)
 #   SKIP_C1=1  no concurrency-1 levels
 #   RUNS       the runs in order, each label:tree[:inprocess arguments, commas for spaces]
@@ -36,3 +36,4 @@ for spec in ${RUNS:-$default}; do
   IFS=: read -r label tree extra <<< "$spec"
   run "$label" "$tree" "${extra//,/ }"
 done
+bash "$(dirname "$0")/pack_out.sh"

@@ -2,7 +2,7 @@
 # One device call's HTTP half: `flashsight serve` on the full-size synthetic checkpoint, measured
 # by `flashsight bench` over loopback (benchmarks/serve_bench.py). The server's packages are not on
 # the device's image: carry them as cp312 wheels in .whl/ (benchmarks/device_wheels.txt lists them
-# and says how to fetch them). Logs and JSON under $OUT.
+# and says how to fetch them). Logs and JSON under $OUT (one archive, out.tgz, when more than a call brings back).
 #   MODEL      a checkpoint directory (default: write the full-size synthetic one)
 #   HTTP_RUNS  workload:concurrency[:requests] in order (default "W1:1 W1-repeat:1 W2:1 W1:100 W2:100")
 #   BENCH_ARGS extra serve_bench.py arguments (e.g. "--py-spy 8": profile the loaded levels)
@@ -43,3 +43,4 @@ for spec in ${TREES:-main:.}; do
     --runs ${HTTP_RUNS:-W1:1 W1-repeat:1 W2:1 W1:100 W2:100} -- $SERVE_ARGS 2>&1 | grep -vE "^  (mean JPEG|wrote)|^ +----")
   if [ -n "$FLASHSIGHT_RECEIVE_MARKS" ]; then python3 benchmarks/receive_marks.py "$FLASHSIGHT_RECEIVE_MARKS"; fi
 done
+bash "$(dirname "$0")/pack_out.sh"
