@@ -22,7 +22,7 @@ import torch
 class StepTimer:
     def __init__(self, device: torch.device, clock: Callable[[], float] = time.perf_counter):
         self._events = device.type == "cuda"
-        self._clock = clock  # off a GPU
+        self._clock = clock  # the host clock: steps off a GPU, and the launches anywhere
         self._open: deque[tuple[object, object, bool, bool]] = deque()  # begin, end, mixed, whether the gap before counts
         self._last_end: object | None = None
         self._resumed = True  # the engine had nothing to do before the next step: its gap is not a wait
