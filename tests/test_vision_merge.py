@@ -22,7 +22,7 @@ def test_block_merge_is_the_downsampling_convolution(tiny_model_dir):
     expected = tower.downsample(blocks).view(12, -1)
     torch.testing.assert_close(tower._merge_blocks(patches), expected, rtol=1e-5, atol=1e-5)
     weight = tower.downsample.weight
-    tower.lay_out_merge_weight()  # as use_ops does for a fast op set
+    tower.lay_out_merge_weight()  # as use_ops does, whatever the op set
     assert tower.downsample.weight.permute(0, 2, 3, 1).is_contiguous()
     assert torch.equal(tower.downsample.weight, weight)
     torch.testing.assert_close(tower._merge_blocks(patches), expected, rtol=1e-5, atol=1e-5)
