@@ -33,6 +33,7 @@ from flashsight.engine.engine import Engine
 from flashsight.engine.kernels import dependent_launch
 from flashsight.engine.testmodel import write_test_model
 from flashsight.engine.types import ChatRequest, SamplingParams
+from timeline import StepTimeline  # benchmarks/ is the script's folder
 
 WORKLOADS = {  # size, prompt, output tokens
     "W1": ((1024, 1024), "Describe this image in detail.", 128),
@@ -88,7 +89,8 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-async def level(engine: Engine, workload: str, concurrency: int, seed0: int, repetition_penalty: float = 1.0) -> dict:
+async def level(engine: Engine, workload: str, concurrency: int, seed0: int, repetition_penalty: float = 1.0,
+                timeline=None) -> dict:  # fmt: skip
     total = max(10, 3 * concurrency)
     chats = [request(workload, seed, repetition_penalty) for seed in range(seed0, seed0 + total)]  # images made before timing
     queue = iter(chats)
@@ -99,9 +101,12 @@ async def level(engine: Engine, workload: str, concurrency: int, seed0: int, rep
             results.append(await one_request(engine, chat))
 
     before = engine_counts(engine)
+    if timeline is not None:
+        timeline.start()
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     wall = time.perf_counter() - start
+    steps_record = timeline.finish(wall) if timeline is not None else None
     after = engine_counts(engine)
     moved = {key: after.get(key, 0) - before.get(key, 0) for key in ENGINE_COUNTS}
     steps, rows = moved["steps"], moved["batched_rows"]
@@ -121,6 +126,7 @@ async def level(engine: Engine, workload: str, concurrency: int, seed0: int, rep
         "launch_s": {"steps": round(moved["launch_s"], 2), "mixed": round(moved["launch_mixed_s"], 2)},  # its thread
         "ttft_phases_ms": {phase: round(statistics.fmean(r["phases"][phase] for r in results if r["phases"]) * 1e3, 1)
                            for phase in PHASES if any(r["phases"] for r in results)},  # means
+        **({"timeline": steps_record} if steps_record else {}),
     }  # fmt: skip
 
 
@@ -213,6 +219,8 @@ def main() -> None:
     parser.add_argument("--no-pdl", action="store_true", help="launch no kernel as a programmatic dependent")
     parser.add_argument("--profile", help="write a kernel-time table of one W1 request here")
     parser.add_argument("--json", help="also write the summary here")
+    parser.add_argument("--timeline", metavar="DIR", help="write each loaded level's steps on the device's clock here "
+                        "(benchmarks/timeline.py); its summary joins the level's line")
     parser.add_argument("--switch-interval-ms", type=float, help="the GIL's switch interval (Python's default: 5)")
     parser.add_argument("--engine-process", action="store_true",
                         help="the engine in its supervised child process, as `flashsight serve` runs it")
@@ -250,6 +258,9 @@ def main() -> None:
         profile_one(engine, args.profile)
     summary["levels"] = []
     timer = None if args.engine_process else LoopTimer(engine)
+    if args.timeline and (args.engine_process or engine.info.device == "cpu"):
+        parser.error("--timeline needs the engine in this process, on a GPU")
+    timeline = StepTimeline(engine) if args.timeline else None
     for w_index, workload in enumerate(args.workload):
         levels = [1] if workload == "W1-repeat" else args.concurrency
         for c_index, concurrency in enumerate(levels):
@@ -258,8 +269,13 @@ def main() -> None:
                     engine.scheduler.max_num_batched_tokens = budget  # between levels the engine is idle
                     timer.reset()
                 seed0 = 100_000 * (w_index + 1) + 10_000 * c_index + 1000 * b_index
-                result = asyncio.run(level(engine, workload, concurrency, seed0, args.repetition_penalty))
+                result = asyncio.run(level(engine, workload, concurrency, seed0, args.repetition_penalty,
+                                           timeline if concurrency > 1 else None))  # fmt: skip
                 result["max_num_batched_tokens"] = budget
+                if "timeline" in result:
+                    record = result.pop("timeline")
+                    timeline.write(args.timeline, f"{workload}-c{concurrency}-b{budget}-{b_index}", record)
+                    result["timeline"] = record["summary"]
                 if timer is not None:
                     result["engine_loop"] = timer.report()
                 print(json.dumps(result), flush=True)
