@@ -89,6 +89,11 @@ class _LaunchedStep:
     sampled: list[tuple[Sequence, int]] = field(default_factory=list)  # seq, index of its placeholder
     tokens: HostTokens | None = None  # in the order of `sampled`
     needs_history: bool = False  # a sequence in it samples with a grammar or its own generator
+    done: Any = None  # a CUDA event recorded after the step's work; None off a GPU (run as launched)
+
+    def finished(self) -> bool:
+        """Whether the GPU has run the step (never waits)."""
+        return self.done is None or self.done.query()
 
 
 class Engine:
@@ -275,7 +280,7 @@ class Engine:
                     self._read_back()  # a grammar or a seeded draw needs its tokens on the CPU first
                 batch = self.scheduler.schedule() if self.scheduler.has_work() else []
                 launched = self._launch(batch) if batch else None
-                self._build_prompts()
+                self._build_prompts(launched or self._in_flight)
                 self._read_back()
                 self._in_flight = launched
             except Exception:  # a bug in the loop itself: fail what is in flight, keep serving
@@ -310,10 +315,20 @@ class Engine:
         except queue.Empty:
             return True
 
-    def _build_prompts(self) -> None:
+    def _build_prompts(self, running: _LaunchedStep | None) -> None:
         """Build the arrivals' prompts and sequences; they join the scheduler at the next turn.
-        A prompt that cannot be built fails its request with the reason."""
-        for job in self._arrivals:
+        A prompt that cannot be built fails its request with the reason.
+
+        While `running` (the newest step queued) is on the GPU this thread has nothing else to
+        do, and builds them all. Once the GPU has run out of work, it builds only what fills the
+        next step's token budget and leaves the rest to the next turn, after that step is queued:
+        a hundred W1 requests arriving at once took ~0.5 s to build, and the GPU waited for all
+        of them before its first step (benchmarks/timeline.py, BENCHMARKS.md session 21)."""
+        ready = self._tokens_ready()
+        for index, job in enumerate(self._arrivals):
+            if ready >= self.scheduler.max_num_batched_tokens and (running is None or running.finished()):
+                self._arrivals = self._arrivals[index:]
+                return
             if job.cancelled.is_set():
                 self.stats.aborted_requests += 1
                 continue
@@ -324,7 +339,13 @@ class Engine:
                 job.emit(exc)
                 continue
             self._prepared.append(job)
+            ready += len(job.seq.token_ids)
         self._arrivals = []
+
+    def _tokens_ready(self) -> int:
+        """Prompt tokens built and not yet scheduled."""
+        seqs = [job.seq for job in self._prepared] + list(self.scheduler.waiting)
+        return sum(len(seq.token_ids) - seq.num_computed for seq in seqs)
 
     def _drop_cancelled(self) -> None:
         for job in [j for j in self._jobs.values() if j.cancelled.is_set()]:
@@ -342,6 +363,9 @@ class Engine:
         begun = self.stats.timer.begin()
         step = self._queue_step(batch, previous)
         self.stats.timer.end(begun, mixed=any(count > 1 for _, count in batch))
+        if step is not None and self.ckpt.device.type == "cuda":
+            step.done = torch.cuda.Event()
+            step.done.record()
         return step
 
     def _queue_step(self, batch: list[tuple[Sequence, int]], previous: torch.Tensor | None) -> _LaunchedStep | None:
