@@ -1,7 +1,7 @@
 """Time the engine in-process (no HTTP) on ANCHORS.md's workloads with a full-size synthetic model.
 
     python benchmarks/inprocess.py [--model DIR] [--workload W1 W2 W1-repeat] [--concurrency 1 8]
-                                   [--profile FILE]
+                                   [--profile FILE] [--timeline DIR]
 
 W1: a fresh 1024x1024 JPEG + "Describe this image in detail.", 128 output tokens; W2: a fresh
 640x480 JPEG + a one-line question, 32 output tokens; W1-repeat: W1 at concurrency 1 with an image
