@@ -8,8 +8,9 @@ images the vision tower encodes in it, and reads them only after the level (neve
 it). A level's records go to DIR/timeline-<workload>-c<concurrency>-b<budget>.json.
 
 The fit: a mixed step's device time = fixed + per prompt token x tokens + per image x images +
-per decode row x rows, by least squares over the level's mixed steps. Run 80 put W1's fixed part
-at ~10 ms a step at a budget of 1024 by a model of the whole loop; this measures it step by step.
+per decode row x rows, by least squares over the level's mixed steps. It means little where the
+contents move together: at 8192 every step holds ~6 whole prompts (tokens follow images), at 1024
+every step holds ~1,000 prompt tokens (the fixed part and the tokens' part cannot be told apart).
 """
 
 from __future__ import annotations
