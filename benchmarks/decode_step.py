@@ -2,7 +2,7 @@
 with every sequence at the same context, timed, then its kernels tabled (GPU only).
 
     python benchmarks/decode_step.py [--rows 1 112] [--context 1450] [--no-pdl] [--top 14] [--sweep]
-                                     [--blas cublas cublaslt]
+                                     [--blas cublas cublaslt] [--tunable]
 
 --sweep re-captures the graph with both orders of a kernel's wait and its trigger of the next at
 several weight-prefetch depths, then with each product's other split-K launch plans, one product
@@ -13,6 +13,9 @@ Full-size synthetic checkpoint, bf16. Each sequence reads its own pages of the K
 they hold: speed depends on shapes). A served step also samples and copies its inputs; this is
 the graph alone, the part the kernels decide. --blas re-captures each batch with every product
 past the split-K kernel's rows in one cuBLAS library, then the other (the engine picks by shape).
+--tunable re-captures it with PyTorch's TunableOp choosing each cuBLAS product's algorithm by timing
+(cuBLASLt's heuristic candidates where this PyTorch offers them), once with the engine's libraries
+and once with every product in cuBLASLt, and prints what it chose.
 """
 
 from __future__ import annotations
@@ -126,6 +129,37 @@ def sweep(runner, rows: int, context: int) -> None:
     dependent_launch.allow(True, default_order)
 
 
+def tuned_step_ms(runner, rows: int, context: int, library: str | None) -> float:
+    """The step re-captured after TunableOp timed each product's candidates in an eager pass
+    (products in `library`, or as the engine picks by shape); TunableOp stays off afterwards."""
+    from torch.cuda import tunable
+
+    bucket, by_shape = runner._bucket(rows), linear.library_for
+    if library:
+        linear.library_for = lambda weight: library
+    tunable.set_filename(tempfile.mktemp(suffix=".csv"))
+    if hasattr(tunable, "set_cublaslt_requested_algo_count"):
+        tunable.set_cublaslt_requested_algo_count(24)
+    tunable.set_max_tuning_duration(50)
+    tunable.enable(True)
+    tunable.tuning_enable(True)
+    try:
+        with torch.inference_mode():
+            runner._forward(runner.inputs.first(bucket))  # each product's shape timed here
+            tunable.tuning_enable(False)
+            runner._capture(bucket)
+        fill(runner, rows, bucket, context)
+        ms = min(replay_ms(runner.graphs[bucket][0]) for _ in range(3))
+        chosen = sorted({f"{op} {params}: {solution} ({float(us or 0):.1f} us)"
+                         for op, params, solution, us in tunable.get_results()})  # fmt: skip
+    finally:
+        tunable.enable(False)
+        linear.library_for = by_shape
+    print(f"  TunableOp, products {library or 'by shape'}: {ms:.3f} ms per replay; chosen:")
+    print("\n".join(f"    {line}" for line in chosen))
+    return ms
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 112])
@@ -135,6 +169,7 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="time the launch orders, prefetch depths and products' plans in the step")
     parser.add_argument("--blas", nargs="*", default=[], choices=["cublas", "cublaslt"],
                         help="also time the step with every product in this cuBLAS library")
+    parser.add_argument("--tunable", action="store_true", help="also time it with TunableOp's choice of algorithms")
     args = parser.parse_args()
     dependent_launch.allow(not args.no_pdl)
     model = write_test_model(tempfile.mkdtemp(), size="full")
@@ -156,6 +191,14 @@ def main() -> None:
             fill(runner, rows, bucket, args.context)
             print(f"  every product in {library}: {min(replay_ms(runner.graphs[bucket][0]) for _ in range(3)):.3f} ms per replay")
             linear.library_for = by_shape
+        if args.tunable:
+            for library in (None, "cublaslt"):
+                try:
+                    tuned_step_ms(runner, rows, args.context, library)
+                except Exception as error:  # a PyTorch whose TunableOp cannot do this
+                    print(f"  TunableOp, products {library or 'by shape'}: {type(error).__name__}: {error}")
+            with torch.inference_mode():
+                runner._capture(bucket)
 
 
 if __name__ == "__main__":

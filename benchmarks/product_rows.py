@@ -1,7 +1,7 @@
 """The text decoder's products at a range of row counts, through the engine's own `linear`: how
 a step's size sets their rate (GPU only).
 
-    python benchmarks/product_rows.py [--rows 96 100 128 1024 1119 1408 2048 8192]
+    python benchmarks/product_rows.py [--rows 96 100 128 1024 1119 1408 2048 8192] [--tunable]
 
 A loaded W1 step at the default budget holds ~5.5 prompts (~7,800 rows), where the products run
 at the sustained ceiling; a step of one chunk (~1,000-1,500 rows) may fill the multiprocessors in
@@ -10,6 +10,7 @@ pays at every step. Each product is timed over ~0.2 s after a warm-up, so the ra
 clock's, a few percent above a loaded level's; compare rows with rows. Eager launches set the pace
 of products of a few hundred rows or fewer (run 85 timed 96-128 rows at the launches' speed):
 decode sizes are skinny_gemm.py's, timed as CUDA-graph replays as the decode step runs them.
+--tunable times each again with PyTorch's TunableOp choosing the product's algorithm by timing.
 """
 
 from __future__ import annotations
@@ -49,11 +50,28 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, nargs="+",
                         default=[1024, 1119, 1280, 1408, 1536, 2048, 2816, 4096, 8192])  # fmt: skip
+    parser.add_argument("--tunable", action="store_true", help="then again with TunableOp's choices")
     args = parser.parse_args()
+    table(args.rows)
+    if args.tunable:
+        from torch.cuda import tunable
+
+        tunable.set_filename("/tmp/product_rows_tunable.csv")
+        if hasattr(tunable, "set_cublaslt_requested_algo_count"):
+            tunable.set_cublaslt_requested_algo_count(24)
+        tunable.enable(True)
+        tunable.tuning_enable(True)
+        print("TunableOp:")
+        table(args.rows)
+        for op, params, solution, us in tunable.get_results():
+            print(f"  {op} {params}: {solution} ({float(us or 0):.1f} us)")
+
+
+def table(row_counts: list[int]) -> None:
     weights = {name: torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02 for name, (n, k) in SHAPES.items()}
     print(f"{torch.cuda.get_device_name()}: ms a product (TFLOP/s)")
     print("rows | " + " | ".join(SHAPES) + " | a layer's four, us a row")
-    for rows in args.rows:
+    for rows in row_counts:
         cells, total = [], 0.0
         for name, (n, k) in SHAPES.items():
             x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
