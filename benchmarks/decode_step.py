@@ -14,8 +14,8 @@ they hold: speed depends on shapes). A served step also samples and copies its i
 the graph alone, the part the kernels decide. --blas re-captures each batch with every product
 past the split-K kernel's rows in one cuBLAS library, then the other (the engine picks by shape).
 --tunable re-captures it with PyTorch's TunableOp choosing each cuBLAS product's algorithm by timing
-(cuBLASLt's heuristic candidates where this PyTorch offers them), once with the engine's libraries
-and once with every product in cuBLASLt, and prints what it chose.
+(cuBLASLt's heuristic candidates where this PyTorch offers them; its table is keyed by shape, not
+library) and prints what it chose.
 """
 
 from __future__ import annotations
@@ -192,11 +192,10 @@ def main() -> None:
             print(f"  every product in {library}: {min(replay_ms(runner.graphs[bucket][0]) for _ in range(3)):.3f} ms per replay")
             linear.library_for = by_shape
         if args.tunable:
-            for library in (None, "cublaslt"):
-                try:
-                    tuned_step_ms(runner, rows, args.context, library)
-                except Exception as error:  # a PyTorch whose TunableOp cannot do this
-                    print(f"  TunableOp, products {library or 'by shape'}: {type(error).__name__}: {error}")
+            try:
+                tuned_step_ms(runner, rows, args.context, None)
+            except Exception as error:  # a PyTorch whose TunableOp cannot do this
+                print(f"  TunableOp: {type(error).__name__}: {error}")
             with torch.inference_mode():
                 runner._capture(bucket)
 
