@@ -129,14 +129,12 @@ def sweep(runner, rows: int, context: int) -> None:
     dependent_launch.allow(True, default_order)
 
 
-def tuned_step_ms(runner, rows: int, context: int, library: str | None) -> float:
-    """The step re-captured after TunableOp timed each product's candidates in an eager pass
-    (products in `library`, or as the engine picks by shape); TunableOp stays off afterwards."""
+def tuned_step_ms(runner, rows: int, context: int) -> float:
+    """The step re-captured after TunableOp timed each product's candidates in an eager pass;
+    TunableOp stays off afterwards."""
     from torch.cuda import tunable
 
-    bucket, by_shape = runner._bucket(rows), linear.library_for
-    if library:
-        linear.library_for = lambda weight: library
+    bucket = runner._bucket(rows)
     tunable.set_filename(tempfile.mktemp(suffix=".csv"))
     if hasattr(tunable, "set_cublaslt_requested_algo_count"):
         tunable.set_cublaslt_requested_algo_count(24)
@@ -154,8 +152,7 @@ def tuned_step_ms(runner, rows: int, context: int, library: str | None) -> float
                          for op, params, solution, us in tunable.get_results()})  # fmt: skip
     finally:
         tunable.enable(False)
-        linear.library_for = by_shape
-    print(f"  TunableOp, products {library or 'by shape'}: {ms:.3f} ms per replay; chosen:")
+    print(f"  TunableOp: {ms:.3f} ms per replay; chosen:")
     print("\n".join(f"    {line}" for line in chosen))
     return ms
 
@@ -193,7 +190,7 @@ def main() -> None:
             linear.library_for = by_shape
         if args.tunable:
             try:
-                tuned_step_ms(runner, rows, args.context, None)
+                tuned_step_ms(runner, rows, args.context)
             except Exception as error:  # a PyTorch whose TunableOp cannot do this
                 print(f"  TunableOp: {type(error).__name__}: {error}")
             with torch.inference_mode():
