@@ -31,6 +31,7 @@ from flashsight.engine.engine import Engine
 from flashsight.engine.kernels import dependent_launch, linear, skinny_matmul
 from flashsight.engine.kernels.skinny_matmul import SkinnyPlan
 from flashsight.engine.testmodel import write_test_model
+from product_rows import tunable_on, tuned_choices  # benchmarks/ is the script's folder
 
 
 def fill(runner, rows: int, bucket: int, context: int) -> None:
@@ -132,28 +133,20 @@ def sweep(runner, rows: int, context: int) -> None:
 def tuned_step_ms(runner, rows: int, context: int) -> float:
     """The step re-captured after TunableOp timed each product's candidates in an eager pass;
     TunableOp stays off afterwards."""
-    from torch.cuda import tunable
-
     bucket = runner._bucket(rows)
-    tunable.set_filename(tempfile.mktemp(suffix=".csv"))
-    if hasattr(tunable, "set_cublaslt_requested_algo_count"):
-        tunable.set_cublaslt_requested_algo_count(24)
-    tunable.set_max_tuning_duration(50)
-    tunable.enable(True)
-    tunable.tuning_enable(True)
+    tunable_on(max_ms=50)
     try:
         with torch.inference_mode():
             runner._forward(runner.inputs.first(bucket))  # each product's shape timed here
-            tunable.tuning_enable(False)
+            torch.cuda.tunable.tuning_enable(False)
             runner._capture(bucket)
         fill(runner, rows, bucket, context)
         ms = min(replay_ms(runner.graphs[bucket][0]) for _ in range(3))
-        chosen = sorted({f"{op} {params}: {solution} ({float(us or 0):.1f} us)"
-                         for op, params, solution, us in tunable.get_results()})  # fmt: skip
+        chosen = tuned_choices()
     finally:
-        tunable.enable(False)
+        torch.cuda.tunable.enable(False)
     print(f"  TunableOp: {ms:.3f} ms per replay; chosen:")
-    print("\n".join(f"    {line}" for line in chosen))
+    print("\n".join(f"  {line}" for line in chosen))
     return ms
 
 

@@ -16,6 +16,7 @@ decode sizes are skinny_gemm.py's, timed as CUDA-graph replays as the decode ste
 from __future__ import annotations
 
 import argparse
+import tempfile
 
 import torch
 
@@ -54,17 +55,28 @@ def main() -> None:
     args = parser.parse_args()
     table(args.rows)
     if args.tunable:
-        from torch.cuda import tunable
-
-        tunable.set_filename("/tmp/product_rows_tunable.csv")
-        if hasattr(tunable, "set_cublaslt_requested_algo_count"):
-            tunable.set_cublaslt_requested_algo_count(24)
-        tunable.enable(True)
-        tunable.tuning_enable(True)
+        tunable_on()
         print("TunableOp:")
         table(args.rows)
-        for op, params, solution, us in tunable.get_results():
-            print(f"  {op} {params}: {solution} ({float(us or 0):.1f} us)")
+        print("\n".join(tuned_choices()))
+
+
+def tunable_on(max_ms: int = 30) -> None:
+    """PyTorch's TunableOp on, timing each new product shape's candidates (up to max_ms each;
+    cuBLASLt's heuristic ones where this PyTorch offers them). Its table goes to a temporary file."""
+    tunable = torch.cuda.tunable
+    tunable.set_filename(tempfile.mkstemp(prefix="tunableop-", suffix=".csv")[1])
+    if hasattr(tunable, "set_cublaslt_requested_algo_count"):
+        tunable.set_cublaslt_requested_algo_count(24)
+    tunable.set_max_tuning_duration(max_ms)
+    tunable.enable(True)
+    tunable.tuning_enable(True)
+
+
+def tuned_choices() -> list[str]:
+    """What TunableOp chose, a line per product shape."""
+    return sorted({f"  {op} {params}: {solution} ({float(us or 0):.1f} us)"
+                   for op, params, solution, us in torch.cuda.tunable.get_results()})  # fmt: skip
 
 
 def table(row_counts: list[int]) -> None:
