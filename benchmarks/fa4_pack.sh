@@ -2,7 +2,7 @@
 # FlashAttention-4 (pip's flash-attn-4, CuTe-DSL kernels, Hopper forward included) for
 # benchmarks/attention_kernels.py on the device, whose image lacks it and whose calls carry at most
 # 64 MiB: its packages installed here for the device's Python 3.12, sources stripped, in two
-# xz archives a call each: .fa4a/ (~50 MB, the DSL's compiler library alone) and .fa4b/ (~22 MB,
+# xz archives a call each: .fa4a/ (~50 MB, the DSL's compiler library alone) and .fa4b/ (~23 MB,
 # the rest). Both folders are git-ignored.
 #   bash benchmarks/fa4_pack.sh            # once, on this machine (~5 minutes of xz on 2 cores)
 # Then, on a warm device machine, two calls back to back (it is given back after 30 s idle):
