@@ -23,11 +23,11 @@ from __future__ import annotations
 import argparse
 import os
 import site
-import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+from profile_parts import cuda_ms  # benchmarks/ is the script's folder
 
 from flashsight.engine.kernels.ops import TritonOps
 from flashsight.engine.kernels.varlen_spans import VarlenSpans
@@ -35,19 +35,6 @@ from flashsight.engine.kernels.varlen_spans import VarlenSpans
 IMAGE_PATCHES, IMAGE_HEADS = 5476, 12
 PROMPT_TOKENS, TEXT_HEADS, TEXT_KV_HEADS = 1394, 32, 2
 HEAD_DIM = 128
-
-
-def device_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def load_fa4():
@@ -67,7 +54,7 @@ def report(label: str, fn, flops: float, reference: torch.Tensor | None, repeats
         out = fn()
         torch.cuda.synchronize()
         first_s = time.perf_counter() - began
-        ms = device_ms(fn, repeats)
+        ms = cuda_ms(fn, repeats)
     except Exception as exc:
         print(f"  {label}: failed ({type(exc).__name__}: {str(exc)[:200]})")
         return

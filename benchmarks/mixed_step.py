@@ -40,22 +40,22 @@ from flashsight.engine.testmodel import write_test_model
 CLOCK_HZ = 1.98e9  # the H100's top SM clock: _sleep counts cycles
 
 
-def new_sequence(engine: Engine, seed: int, computed: int | None = None):
-    """A W1 sequence with its blocks; `computed` tokens already in the cache (their pages hold
-    whatever they hold: speed depends on shapes)."""
+def new_sequence(engine: Engine, seed: int):
+    """A fresh W1 sequence with the blocks for its prompt and one more token."""
     chat = request("W1", seed)
     prompt, _ = engine.prepare(chat)
     seq = engine._sequence(chat, prompt, None)
     engine.blocks.allocate(seq.block_table, len(seq.token_ids) + 1)
-    seq.num_computed = computed or 0
     return seq
 
 
 def build_step(engine: Engine, budget: int, decode_rows: int, seed: int) -> tuple[list, dict]:
     batch, sequences = [], []
     for row in range(decode_rows):
-        seq = new_sequence(engine, seed + row, computed=None)
-        seq.num_computed = len(seq.token_ids) - 1  # its last token is the one this step decodes
+        seq = new_sequence(engine, seed + row)
+        # Its prompt counts as computed but for the last token, which this step decodes (the
+        # pages hold whatever they hold: speed depends on shapes).
+        seq.num_computed = len(seq.token_ids) - 1
         batch.append((seq, 1))
         sequences.append(seq)
     left, images = budget - decode_rows, 0
@@ -99,9 +99,7 @@ def measure(engine: Engine, budget: int, decode_rows: int, repeats: int, sleep_m
             runner.execute(batch)
             profiler.disable()
             torch.cuda.synchronize()
-    med = lambda values: statistics.median(values)  # noqa: E731
-    cpu_live, gpu_live = med([c for c, _ in live]), med([g for _, g in live])
-    cpu_fed, gpu_fed = med([c for c, _ in fed]), med([g for _, g in fed])
+    (cpu_live, gpu_live), (cpu_fed, gpu_fed) = (map(statistics.median, zip(*runs)) for runs in (live, fed))
     queue_full = cpu_fed > 0.8 * sleep_ms
     print(f"budget {budget}: {shape['prompt_tokens']} prompt tokens in {shape['images']} prompts (images), "
           f"{decode_rows} decode rows | live: CPU {cpu_live:.1f} ms, GPU {gpu_live:.1f} ms | fed: CPU {cpu_fed:.1f} ms"
