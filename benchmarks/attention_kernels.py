@@ -21,8 +21,6 @@ and the largest difference from the engine's output (bf16 noise is ~1e-2).
 from __future__ import annotations
 
 import argparse
-import os
-import site
 import time
 
 import torch
@@ -38,8 +36,6 @@ HEAD_DIM = 128
 
 
 def load_fa4():
-    if os.environ.get("FA4_SITE"):  # packages unpacked outside site-packages (fa4_pack.sh)
-        site.addsitedir(os.environ["FA4_SITE"])
     try:
         from flash_attn.cute import flash_attn_varlen_func
     except Exception as exc:  # not installed, or its compiler's libraries are missing

@@ -8,8 +8,9 @@
 # Then, on a warm device machine, two calls back to back (it is given back after 30 s idle):
 #   carry [".fa4a"]: mkdir -p /tmp/fa4site && tar -xJf .fa4a/fa4a.tar.xz -C /tmp/fa4site
 #   carry [".fa4b"]: test -d /tmp/fa4site/nvidia_cutlass_dsl && tar -xJf .fa4b/fa4b.tar.xz -C /tmp/fa4site \
-#                    && FA4_SITE=/tmp/fa4site PYTHONPATH=$PWD python3 benchmarks/attention_kernels.py
-# (FA4_SITE goes through site.addsitedir, so the packages' .pth files take effect.)
+#                    && PYTHONPATH=$PWD:$FA4 python3 benchmarks/attention_kernels.py
+# with FA4=/tmp/fa4site:/tmp/fa4site/nvidia_cutlass_dsl/dsl_packages (the second is what the DSL's
+# .pth file would add in a site-packages). Later calls on the same machine find it there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=${FA4_VERSION:-4.0.0b40}
