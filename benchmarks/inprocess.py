@@ -212,7 +212,7 @@ def main() -> None:
     parser.add_argument("--model")
     parser.add_argument("--workload", nargs="+", default=["W1"], choices=["W1", "W2", "W1-repeat"])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--kernels", default="auto", choices=["auto", "triton", "torch"])
+    parser.add_argument("--kernels", default="auto", choices=["auto", "triton", "torch", "fa4"])
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false")
     parser.add_argument("--max-num-batched-tokens", type=int, nargs="+", default=[EngineConfig.max_num_batched_tokens],
                         help="the step's token budget; several values run each level once per value")

@@ -33,14 +33,16 @@ def engine(tmp_path_factory):
     engine._incoming.put(None)
 
 
-def _logits_along(engine, prompt_request, tokens: list[int] | None, path: str) -> tuple[list[torch.Tensor], list[int]]:
+def _logits_along(engine, prompt_request, tokens: list[int] | None, path: str,
+                  kernels: str = "auto") -> tuple[list[torch.Tensor], list[int]]:  # fmt: skip
     """Prefill, then decode step by step feeding `tokens` (or the path's own greedy choices).
-    path: "fast", "reference" or "unfused" (the reference with q/k/v as three products)."""
+    path: "fast" (with the op set `kernels` picks), "reference" or "unfused" (the reference with
+    q/k/v as three products)."""
     from flashsight.engine.kernels.ops import TorchOps, pick_ops
 
     model, runner = engine.ckpt.model, engine.runner
     decoder = runner.decoder
-    model.use_ops(pick_ops("auto", engine.ckpt.device) if path == "fast" else TorchOps)
+    model.use_ops(pick_ops(kernels, engine.ckpt.device) if path == "fast" else TorchOps)
     runner.decoder = decoder if path == "fast" else None
     fused = [layer.self_attn.qkv for layer in model.model.language_model.layers]
     if path == "unfused":
@@ -63,11 +65,24 @@ def _logits_along(engine, prompt_request, tokens: list[int] | None, path: str) -
     finally:
         engine.blocks.release(seq.block_table)
         runner.decoder = decoder
+        model.use_ops(pick_ops("auto", engine.ckpt.device))
         for layer, qkv in zip(model.model.language_model.layers, fused):
             layer.self_attn.qkv = qkv
 
 
-def test_fast_path_matches_reference_logits_and_greedy_tokens(engine):
+def _fa4_missing() -> bool:
+    try:
+        from flashsight.engine.kernels import flash4
+
+        flash4.forward()
+    except ImportError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("kernels", ["auto", pytest.param("fa4", marks=pytest.mark.skipif(
+    _fa4_missing(), reason="needs the flash-attn-4 package"))])  # fmt: skip
+def test_fast_path_matches_reference_logits_and_greedy_tokens(engine, kernels):
     from PIL import Image
 
     from flashsight.engine.types import ChatRequest, SamplingParams
@@ -79,7 +94,7 @@ def test_fast_path_matches_reference_logits_and_greedy_tokens(engine):
     chat = ChatRequest("gpu-fidelity", messages, SamplingParams(max_tokens=64, temperature=0.0))
     reference, greedy = _logits_along(engine, chat, None, "reference")
     # teacher-forced on the reference's tokens
-    fast, _ = _logits_along(engine, chat, greedy, "fast")
+    fast, _ = _logits_along(engine, chat, greedy, "fast", kernels)
     unfused, _ = _logits_along(engine, chat, greedy, "unfused")
 
     def relative(got, want):

@@ -23,14 +23,14 @@ class EngineConfig:
     max_num_batched_tokens: int = 8192  # tokens computed per step; longer prompts are chunked
     enable_prefix_caching: bool = True
     image_cache_mb: int = 512  # vision-tower outputs kept for re-sent images; 0 turns it off
-    kernels: str = "auto"  # auto (Triton on a GPU) | triton | torch (the reference ops everywhere)
+    kernels: str = "auto"  # auto (Triton on a GPU) | triton | torch (the reference ops everywhere) | fa4
     cuda_graphs: bool = True  # replay decode steps as CUDA graphs on a GPU
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "bf16", "fp16", "fp32"):
             raise ValueError(f"dtype must be auto, bf16, fp16 or fp32, not {self.dtype!r}")
-        if self.kernels not in ("auto", "triton", "torch"):
-            raise ValueError(f"kernels must be auto, triton or torch, not {self.kernels!r}")
+        if self.kernels not in ("auto", "triton", "torch", "fa4"):
+            raise ValueError(f"kernels must be auto, triton, torch or fa4, not {self.kernels!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         if not 0 < self.gpu_memory_utilization <= 1:

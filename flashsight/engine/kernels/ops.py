@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from flashsight.engine.kernels import flash4
 from flashsight.engine.kernels.triton_support import triton_available
 from flashsight.engine.kernels.varlen_spans import VarlenSpans, same_length_runs
 
@@ -214,14 +215,41 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> to
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
 
+class FA4Ops(TritonOps):
+    """The fast set with FlashAttention-4 for the prompt attentions (the images' patches, the
+    text chunks) wherever a step's sequences sit back to back; the rest as TritonOps."""
+
+    name = "fa4"
+
+    @staticmethod
+    def varlen_attention(q, k, v, spans: VarlenSpans, causal: bool, out=None) -> torch.Tensor:
+        out = torch.empty_like(q) if out is None else out
+        if not flash4.varlen_attention(q, k, v, spans, causal, out):
+            TritonOps.varlen_attention(q, k, v, spans, causal, out)
+        return out
+
+    @staticmethod
+    def image_attention(q, k, v, spans: VarlenSpans) -> torch.Tensor:
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # q may be a strided view
+        if flash4.varlen_attention(q, k, v, spans, False, out):
+            return out
+        return TritonOps.image_attention(q, k, v, spans)
+
+
 def pick_ops(kernels: str, device: torch.device) -> type[TorchOps]:
-    """kernels: "auto" (Triton on a GPU, the reference on a CPU), "triton" or "torch"."""
+    """kernels: "auto" (Triton on a GPU, the reference on a CPU), "triton", "torch" or "fa4"
+    (Triton with FlashAttention-4's prompt attention: a CUDA GPU and the flash-attn-4 package)."""
     if kernels == "torch" or (kernels == "auto" and device.type != "cuda"):
         return TorchOps
+    if kernels == "fa4" and device.type != "cuda":
+        raise RuntimeError("kernels='fa4' needs a CUDA GPU")
     if not triton_available():
-        if kernels == "triton":
-            raise RuntimeError("kernels='triton' was asked for, but Triton is not installed")
+        if kernels in ("triton", "fa4"):
+            raise RuntimeError(f"kernels={kernels!r} was asked for, but Triton is not installed")
         return TorchOps
+    if kernels == "fa4":
+        flash4.forward()  # an ImportError here, at start-up, says what is missing
+        return FA4Ops
     return TritonOps
 
 
