@@ -65,7 +65,6 @@ def _logits_along(engine, prompt_request, tokens: list[int] | None, path: str,
     finally:
         engine.blocks.release(seq.block_table)
         runner.decoder = decoder
-        model.use_ops(pick_ops("auto", engine.ckpt.device))
         for layer, qkv in zip(model.model.language_model.layers, fused):
             layer.self_attn.qkv = qkv
 

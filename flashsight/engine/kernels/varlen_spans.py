@@ -43,7 +43,6 @@ class VarlenSpans:
             self._on_device = to_device(rows, torch.int32, device)
         return self._on_device
 
-
     def packed_on(self, device: torch.device) -> PackedRows | None:
         """The spans as FlashAttention's cumulative lengths, when each side's sequences sit back
         to back; None when other rows (a mixed step's decode rows) sit between them. Worked out
